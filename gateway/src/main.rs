@@ -1,1 +1,134 @@
-fn main(){}
+//! The WebSocket gateway: authenticates clients, forwards their frames to NATS and NATS events to
+//! their sockets, and forwards REST calls as NATS requests. It holds no business rules and never
+//! opens a database connection, so it can run as many copies as sockets require.
+
+mod auth;
+mod inbound;
+mod registry;
+mod rest;
+mod socket;
+mod stats;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::{get, post};
+use clap::Parser;
+use shared::config::{JwtConfig, NatsConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "gateway",
+    about = "WebSocket + REST gateway: auth, sockets, NATS"
+)]
+pub struct Config {
+    /// Address to listen on (HTTP and WebSocket on one port).
+    #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    pub gateway_addr: String,
+    #[command(flatten)]
+    pub nats: NatsConfig,
+    #[command(flatten)]
+    pub jwt: JwtConfig,
+    /// Send a WebSocket ping to a socket that has been silent this long.
+    #[arg(long, env = "WS_PING_SECS", default_value_t = 25)]
+    pub ws_ping_secs: u64,
+    /// Close a socket that has been silent this long (a dead phone), with 1001.
+    #[arg(long, env = "WS_IDLE_TIMEOUT_SECS", default_value_t = 70)]
+    pub ws_idle_timeout_secs: u64,
+    /// Events queued for one socket before the client counts as too slow and is disconnected.
+    #[arg(long, env = "WS_OUTBOUND_QUEUE", default_value_t = 256)]
+    pub ws_outbound_queue: usize,
+}
+
+/// What every request handler and socket task shares.
+pub struct AppState {
+    pub config: Config,
+    pub nats: async_nats::Client,
+    pub jetstream: async_nats::jetstream::Context,
+    pub verifier: shared::auth::TokenVerifier,
+    pub registry: registry::Registry,
+    pub stats: stats::Stats,
+}
+
+pub type SharedState = Arc<AppState>;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    shared::telemetry::init("gateway");
+    let nats = shared::nats::connect_checked(&config.nats.nats_url, "gateway").await?;
+    let metrics = stats::install_metrics()?;
+    let state = Arc::new(AppState {
+        jetstream: async_nats::jetstream::new(nats.clone()),
+        verifier: shared::auth::TokenVerifier::new(&config.jwt.jwt_secret),
+        registry: registry::Registry::new(nats.clone()),
+        stats: stats::Stats::new(metrics),
+        nats,
+        config: config.clone(),
+    });
+    let app = router(state.clone());
+    let listener = tokio::net::TcpListener::bind(&config.gateway_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.gateway_addr))?;
+    tracing::info!(addr = %config.gateway_addr, "gateway listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    // Give sockets a moment to see their close frames before the process exits.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/health", get(stats::health))
+        .route("/api/websocket/stats", get(stats::websocket_stats))
+        .route("/metrics", get(stats::metrics))
+        .route("/ws/work/provider", get(socket::provider_upgrade))
+        .route("/ws/work/provider/", get(socket::provider_upgrade))
+        .route("/ws/work/seeker", get(socket::seeker_upgrade))
+        .route("/ws/work/seeker/", get(socket::seeker_upgrade))
+        .route(
+            "/api/me/profile",
+            get(rest::get_profile).put(rest::put_profile),
+        )
+        .route(
+            "/api/provider/status",
+            get(rest::get_provider_status).put(rest::put_provider_status),
+        )
+        .route(
+            "/api/seeker/search",
+            get(rest::get_seeker_search).put(rest::put_seeker_search),
+        )
+        .route("/api/work-orders", post(rest::create_work_order))
+        .route("/api/work-orders/{work_id}", get(rest::get_work_order))
+        .route("/api/sessions/{session_id}", get(rest::get_session))
+        .route(
+            "/api/sessions/{session_id}/messages",
+            get(rest::list_messages),
+        )
+        .with_state(state)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

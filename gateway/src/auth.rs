@@ -1,0 +1,56 @@
+//! Authentication of REST calls and WebSocket upgrades: a JWT from `Authorization: Bearer` or
+//! `?token=`, 401 when missing or invalid, 403 when the role does not fit the endpoint.
+
+use axum::Json;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use shared::auth::{AuthError, Identity, Role};
+use std::collections::BTreeMap;
+
+/// Why a request was refused before it reached NATS.
+#[derive(Debug)]
+pub enum Refusal {
+    Unauthorized(AuthError),
+    Forbidden,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            Refusal::Unauthorized(error) => (StatusCode::UNAUTHORIZED, error.to_string()),
+            Refusal::Forbidden => (
+                StatusCode::FORBIDDEN,
+                String::from("this endpoint is not for your role"),
+            ),
+        };
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}
+
+/// Finds the token (header first, then `?token=`) and verifies it; `required` is the role the
+/// endpoint is for, if any.
+pub fn authenticate(
+    verifier: &shared::auth::TokenVerifier,
+    headers: &HeaderMap,
+    query: &BTreeMap<String, String>,
+    required: Option<Role>,
+) -> Result<Identity, Refusal> {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or(value.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let token = from_header
+        .or(query.get("token").map(String::as_str))
+        .filter(|token| !token.is_empty())
+        .ok_or(Refusal::Unauthorized(AuthError::Missing))?;
+    let identity = verifier.verify(token).map_err(Refusal::Unauthorized)?;
+    match required {
+        Some(role) if role != identity.role => Err(Refusal::Forbidden),
+        _ => Ok(identity),
+    }
+}

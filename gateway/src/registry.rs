@@ -1,0 +1,223 @@
+//! Who is connected to this gateway instance: each user's sockets, and one NATS subscription per
+//! connected user on `user.<id>.events` whose events go to all of that user's sockets (or, with a
+//! `conn-id` header, to that one). The subscription starts with the user's first socket and ends
+//! with their last.
+//!
+//! Delivery never waits on a socket: each socket has a bounded queue, and a socket whose queue is
+//! full is evicted (its task closes it), so one slow phone cannot hold up anyone else.
+
+use axum::extract::ws::Utf8Bytes;
+use futures::StreamExt;
+use shared::auth::{Identity, Role};
+use shared::headers;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// What a socket task is asked to do by the delivery side.
+#[derive(Debug)]
+pub enum Outgoing {
+    Frame(Utf8Bytes),
+    /// Close the socket with 1000 (the session ended).
+    Close,
+}
+
+/// The delivery side's handle on one socket.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    pub conn_id: Arc<str>,
+    pub role: Role,
+    pub outbound: mpsc::Sender<Outgoing>,
+    pub evict: Arc<Notify>,
+}
+
+impl ConnectionHandle {
+    /// Queues without waiting; a full queue evicts the socket.
+    fn offer(&self, outgoing: Outgoing) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send(outgoing) {
+            metrics::counter!("gateway_slow_client_evictions_total").increment(1);
+            self.evict.notify_one();
+        }
+    }
+}
+
+type Connections = Arc<Mutex<Vec<ConnectionHandle>>>;
+
+struct UserEntry {
+    connections: Connections,
+    ready: watch::Receiver<bool>,
+    delivery: JoinHandle<()>,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    nats: async_nats::Client,
+    users: Mutex<HashMap<String, UserEntry>>,
+    /// Unique per process start, so connection and frame ids never repeat across instances or
+    /// restarts (they double as JetStream de-duplication ids).
+    instance: String,
+    next_connection: AtomicU64,
+}
+
+/// Keeps a socket registered; dropping it unregisters the socket (and the user's subscription
+/// with their last socket).
+pub struct Registration {
+    registry: Registry,
+    user_id: String,
+    conn_id: Arc<str>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.unregister(&self.user_id, &self.conn_id);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the maps half-updated in a way that matters
+    // more than losing every socket, so carry on with the data.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Registry {
+    pub fn new(nats: async_nats::Client) -> Registry {
+        Registry {
+            inner: Arc::new(Inner {
+                nats,
+                users: Mutex::new(HashMap::new()),
+                instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+                next_connection: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub fn next_conn_id(&self) -> Arc<str> {
+        let number = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
+        Arc::from(format!("{}-{number}", self.inner.instance))
+    }
+
+    /// Registers a socket and waits until the user's event subscription is live, so no event
+    /// published after this returns is missed.
+    pub async fn register(&self, identity: &Identity, handle: ConnectionHandle) -> Registration {
+        let conn_id = handle.conn_id.clone();
+        let mut ready = {
+            let mut users = lock(&self.inner.users);
+            match users.get(&identity.user_id) {
+                Some(entry) => {
+                    lock(&entry.connections).push(handle);
+                    entry.ready.clone()
+                }
+                None => {
+                    let connections: Connections = Arc::new(Mutex::new(vec![handle]));
+                    let (ready_sender, ready) = watch::channel(false);
+                    let delivery = tokio::spawn(deliver_events(
+                        self.inner.nats.clone(),
+                        identity.user_id.clone(),
+                        connections.clone(),
+                        ready_sender,
+                    ));
+                    users.insert(
+                        identity.user_id.clone(),
+                        UserEntry {
+                            connections,
+                            ready: ready.clone(),
+                            delivery,
+                        },
+                    );
+                    ready
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|ready| *ready))
+            .await
+            .is_err()
+        {
+            tracing::warn!(user_id = %identity.user_id, "event subscription not confirmed in 5 s");
+        }
+        Registration {
+            registry: self.clone(),
+            user_id: identity.user_id.clone(),
+            conn_id,
+        }
+    }
+
+    fn unregister(&self, user_id: &str, conn_id: &str) {
+        let mut users = lock(&self.inner.users);
+        let now_empty = match users.get(user_id) {
+            Some(entry) => {
+                let mut connections = lock(&entry.connections);
+                connections.retain(|connection| &*connection.conn_id != conn_id);
+                connections.is_empty()
+            }
+            None => false,
+        };
+        if now_empty && let Some(entry) = users.remove(user_id) {
+            // Dropping the subscription inside the task unsubscribes.
+            entry.delivery.abort();
+        }
+    }
+
+    /// Users with at least one socket here.
+    pub fn users(&self) -> usize {
+        lock(&self.inner.users).len()
+    }
+}
+
+/// Forwards one user's events to their sockets until aborted.
+async fn deliver_events(
+    nats: async_nats::Client,
+    user_id: String,
+    connections: Connections,
+    ready: watch::Sender<bool>,
+) {
+    let subject = shared::subjects::user_events(&user_id);
+    let mut subscription = match nats.subscribe(subject).await {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            tracing::error!(%user_id, %error, "cannot subscribe to user events");
+            return;
+        }
+    };
+    // The server has the subscription once it answers a flush.
+    if let Err(error) = nats.flush().await {
+        tracing::warn!(%user_id, %error, "flush after subscribe failed");
+    }
+    let _ = ready.send(true);
+    while let Some(message) = subscription.next().await {
+        let target = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(headers::CONN_ID))
+            .map(|value| value.as_str().to_owned());
+        let close = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(headers::CLOSE))
+            .is_some_and(|value| value.as_str() == "1");
+        let Ok(frame) = Utf8Bytes::try_from(message.payload) else {
+            tracing::warn!(%user_id, "dropped an event that is not UTF-8");
+            continue;
+        };
+        let connections = lock(&connections);
+        for connection in connections.iter() {
+            if target
+                .as_deref()
+                .is_none_or(|target| target == &*connection.conn_id)
+            {
+                connection.offer(Outgoing::Frame(frame.clone()));
+            }
+            if close {
+                connection.offer(Outgoing::Close);
+            }
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! One task per WebSocket: reads client frames and publishes what passes `inbound::judge`, writes
+//! the events the registry queues for it, answers `ping`, pings idle sockets and closes silent ones.
+//!
+//! Buffers are kept small (4 KiB read buffer, writes flushed at once) so an idle socket costs a few
+//! KiB: the gateway is meant to hold very many of them.
+
+use crate::SharedState;
+use crate::auth::authenticate;
+use crate::inbound::{self, Verdict};
+use crate::registry::{ConnectionHandle, Outgoing};
+use async_nats::HeaderMap;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap as HttpHeaders;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use shared::auth::{Identity, Role};
+use shared::frames::{Event, errors};
+use shared::headers;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+
+/// Frames above this get an error and close 1009 (contract section 4).
+const FRAME_LIMIT: usize = 64 * 1024;
+/// What tungstenite itself accepts; between the two limits the client still gets a readable error.
+const TRANSPORT_LIMIT: usize = 256 * 1024;
+
+pub async fn provider_upgrade(
+    state: State<SharedState>,
+    headers: HttpHeaders,
+    query: Query<BTreeMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade_for(state, headers, query, upgrade, Role::Provider)
+}
+
+pub async fn seeker_upgrade(
+    state: State<SharedState>,
+    headers: HttpHeaders,
+    query: Query<BTreeMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade_for(state, headers, query, upgrade, Role::Seeker)
+}
+
+fn upgrade_for(
+    State(state): State<SharedState>,
+    headers: HttpHeaders,
+    Query(query): Query<BTreeMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+    role: Role,
+) -> Response {
+    let identity = match authenticate(&state.verifier, &headers, &query, Some(role)) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal.into_response(),
+    };
+    upgrade
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(TRANSPORT_LIMIT)
+        .max_frame_size(TRANSPORT_LIMIT)
+        .on_upgrade(move |socket| run(state, identity, socket))
+}
+
+/// Per-socket state the frame handling needs.
+struct Connection {
+    state: SharedState,
+    identity: Identity,
+    conn_id: Arc<str>,
+    /// Frames published so far (frame ids are `<conn_id>-<n>`).
+    frames: u64,
+    /// `session.<id>.chat` frames published so far (the `chat-frame` header).
+    chat_frames: u64,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+async fn run(state: SharedState, identity: Identity, mut socket: WebSocket) {
+    let conn_id = state.registry.next_conn_id();
+    let (outbound, mut queued) = mpsc::channel(state.config.ws_outbound_queue);
+    let evict = Arc::new(Notify::new());
+    let handle = ConnectionHandle {
+        conn_id: conn_id.clone(),
+        role: identity.role,
+        outbound,
+        evict: evict.clone(),
+    };
+    let registration = state.registry.register(&identity, handle).await;
+    state.stats.connection_opened(identity.role);
+    tracing::debug!(user_id = %identity.user_id, %conn_id, "socket open");
+    announce(&state, &identity, &conn_id).await;
+
+    let ping_after = Duration::from_secs(state.config.ws_ping_secs.max(1));
+    let idle_limit = Duration::from_secs(state.config.ws_idle_timeout_secs.max(1));
+    let mut ticker = tokio::time::interval(ping_after.min(idle_limit) / 2);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let mut connection = Connection {
+        state: state.clone(),
+        identity,
+        conn_id,
+        frames: 0,
+        chat_frames: 0,
+    };
+
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let message = match incoming {
+                    Some(Ok(message)) => message,
+                    Some(Err(error)) => {
+                        if is_too_large(&error) {
+                            let _ = send_event(&mut socket, &state, &Event::error(errors::FRAME_TOO_LARGE, None, None)).await;
+                            let _ = close(&mut socket, close_code::SIZE, "frame too large").await;
+                        }
+                        break;
+                    }
+                    None => break,
+                };
+                last_heard = Instant::now();
+                let flow = match message {
+                    Message::Text(text) => connection.on_text(&mut socket, text).await,
+                    Message::Binary(_) => {
+                        state.stats.frame_in();
+                        send_event(&mut socket, &state, &Event::error(errors::INVALID_JSON, None, None)).await
+                    }
+                    Message::Close(_) => Flow::Close,
+                    Message::Ping(_) | Message::Pong(_) => Flow::Continue,
+                };
+                if let Flow::Close = flow {
+                    break;
+                }
+            }
+            next = queued.recv() => match next {
+                Some(Outgoing::Frame(frame)) => {
+                    state.stats.frame_out();
+                    if socket.send(Message::Text(frame)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outgoing::Close) | None => {
+                    let _ = close(&mut socket, close_code::NORMAL, "session ended").await;
+                    break;
+                }
+            },
+            () = evict.notified() => {
+                tracing::info!(user_id = %connection.identity.user_id, conn_id = %connection.conn_id, "evicting a client that cannot keep up");
+                let _ = close(&mut socket, close_code::AGAIN, "client too slow: outbound queue full").await;
+                break;
+            }
+            _ = ticker.tick() => {
+                let silent = last_heard.elapsed();
+                if silent >= idle_limit {
+                    let _ = close(&mut socket, close_code::AWAY, "idle timeout").await;
+                    break;
+                }
+                if silent >= ping_after && socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    state.stats.connection_closed(connection.identity.role);
+    drop(registration);
+}
+
+/// Tells the workers a socket opened (`user.<id>.connected`): the lifecycle worker records the
+/// user and replays a provider's pending work orders to this socket.
+async fn announce(state: &SharedState, identity: &Identity, conn_id: &str) {
+    let mut headers = identity_headers(identity, conn_id);
+    if let Some(name) = &identity.name {
+        headers.insert(headers::USER_NAME, name.as_str());
+    }
+    let subject = shared::subjects::user_connected(&identity.user_id);
+    if let Err(error) = state
+        .nats
+        .publish_with_headers(subject, headers, Bytes::new())
+        .await
+    {
+        tracing::warn!(%error, "cannot announce a connection");
+    }
+}
+
+fn identity_headers(identity: &Identity, conn_id: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(headers::USER_ID, identity.user_id.as_str());
+    headers.insert(headers::ROLE, identity.role.as_str());
+    headers.insert(headers::CONN_ID, conn_id);
+    headers
+}
+
+fn is_too_large(error: &axum::Error) -> bool {
+    let text = error.to_string();
+    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Capacity")
+}
+
+async fn send_event(socket: &mut WebSocket, state: &SharedState, event: &Event) -> Flow {
+    state.stats.frame_out();
+    match socket
+        .send(Message::Text(Utf8Bytes::from(event.to_json())))
+        .await
+    {
+        Ok(()) => Flow::Continue,
+        Err(_) => Flow::Close,
+    }
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Result<(), axum::Error> {
+    socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })))
+        .await
+}
+
+impl Connection {
+    async fn on_text(&mut self, socket: &mut WebSocket, text: Utf8Bytes) -> Flow {
+        let state = self.state.clone();
+        state.stats.frame_in();
+        if text.len() > FRAME_LIMIT {
+            let _ = send_event(
+                socket,
+                &state,
+                &Event::error(errors::FRAME_TOO_LARGE, None, None),
+            )
+            .await;
+            let _ = close(socket, close_code::SIZE, "frame too large").await;
+            return Flow::Close;
+        }
+        match inbound::judge(text.as_str(), self.identity.role) {
+            Verdict::Ping => {
+                let pong = Event::Pong {
+                    timestamp: shared::time::now(),
+                };
+                send_event(socket, &state, &pong).await
+            }
+            Verdict::Refuse {
+                error,
+                request_type,
+                session_id,
+            } => {
+                let event = Event::Error {
+                    error: error.into_owned(),
+                    request_type,
+                    session_id,
+                };
+                send_event(socket, &state, &event).await
+            }
+            Verdict::Publish {
+                kind,
+                subject,
+                durable,
+                chat_ordered,
+            } => match self.publish(subject, durable, chat_ordered, text).await {
+                Ok(()) => Flow::Continue,
+                Err(error) => {
+                    tracing::warn!(%error, kind = kind.name(), "publish failed");
+                    let event = Event::error(errors::UNAVAILABLE, Some(kind.name()), None);
+                    send_event(socket, &state, &event).await
+                }
+            },
+        }
+    }
+
+    /// Publishes the frame unchanged with the identity headers; durable topics wait for the
+    /// JetStream ack, so an acknowledged frame is never lost.
+    async fn publish(
+        &mut self,
+        subject: String,
+        durable: bool,
+        chat_ordered: bool,
+        text: Utf8Bytes,
+    ) -> anyhow::Result<()> {
+        self.frames += 1;
+        let frame_id = format!("{}-{}", self.conn_id, self.frames);
+        let mut headers = identity_headers(&self.identity, &self.conn_id);
+        headers.insert(headers::TRACE_ID, frame_id.as_str());
+        if chat_ordered {
+            self.chat_frames += 1;
+            headers.insert(headers::CHAT_FRAME, self.chat_frames.to_string().as_str());
+        }
+        let payload = Bytes::from(text);
+        let started = Instant::now();
+        if durable {
+            headers.insert(headers::MSG_ID, frame_id.as_str());
+            self.state
+                .jetstream
+                .publish_with_headers(subject, headers, payload)
+                .await?
+                .await?;
+        } else {
+            self.state
+                .nats
+                .publish_with_headers(subject, headers, payload)
+                .await?;
+        }
+        metrics::histogram!("gateway_publish_seconds", "durable" => if durable { "true" } else { "false" })
+            .record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! What an operator reads: `/health` (is NATS there), `/api/websocket/stats` (this instance's
+//! sockets and frame counts) and `/metrics` (Prometheus).
+
+use crate::SharedState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use shared::auth::Role;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub struct Stats {
+    started: Instant,
+    seekers: AtomicI64,
+    providers: AtomicI64,
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    metrics: PrometheusHandle,
+}
+
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ])?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            ticker.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+impl Stats {
+    pub fn new(metrics: PrometheusHandle) -> Stats {
+        Stats {
+            started: Instant::now(),
+            seekers: AtomicI64::new(0),
+            providers: AtomicI64::new(0),
+            frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
+    fn by_role(&self, role: Role) -> &AtomicI64 {
+        match role {
+            Role::Seeker => &self.seekers,
+            Role::Provider => &self.providers,
+        }
+    }
+
+    pub fn connection_opened(&self, role: Role) {
+        self.by_role(role).fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("gateway_connections", "role" => role.as_str()).increment(1.0);
+    }
+
+    pub fn connection_closed(&self, role: Role) {
+        self.by_role(role).fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("gateway_connections", "role" => role.as_str()).decrement(1.0);
+    }
+
+    pub fn frame_in(&self) {
+        self.frames_in.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("gateway_frames_in_total").increment(1);
+    }
+
+    pub fn frame_out(&self) {
+        self.frames_out.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("gateway_frames_out_total").increment(1);
+    }
+
+    pub fn connections(&self) -> i64 {
+        self.seekers.load(Ordering::Relaxed) + self.providers.load(Ordering::Relaxed)
+    }
+}
+
+pub async fn health(State(state): State<SharedState>) -> impl IntoResponse {
+    let connected = matches!(
+        state.nats.connection_state(),
+        async_nats::connection::State::Connected
+    );
+    let connections = state.stats.connections();
+    if connected {
+        (
+            StatusCode::OK,
+            Json(
+                serde_json::json!({"status": "ok", "nats": "connected", "connections": connections}),
+            ),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                serde_json::json!({"status": "degraded", "nats": "disconnected", "connections": connections}),
+            ),
+        )
+    }
+}
+
+pub async fn websocket_stats(State(state): State<SharedState>) -> impl IntoResponse {
+    let stats = &state.stats;
+    Json(serde_json::json!({
+        "connections": stats.connections(),
+        "users": state.registry.users(),
+        "by_role": {
+            "seeker": stats.seekers.load(Ordering::Relaxed),
+            "provider": stats.providers.load(Ordering::Relaxed),
+        },
+        "uptime_secs": stats.started.elapsed().as_secs(),
+        "frames_in": stats.frames_in.load(Ordering::Relaxed),
+        "frames_out": stats.frames_out.load(Ordering::Relaxed),
+    }))
+}
+
+pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.stats.metrics.render(),
+    )
+}

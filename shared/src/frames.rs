@@ -1,0 +1,381 @@
+//! The typed WebSocket frames of the whole contract: what clients send ([`ClientFrame`], named by
+//! [`FrameKind`]) and what the server sends back ([`Event`]). Names and shapes follow the seed
+//! protocol (`../shared/seeds/000_*.txt`); additions are only ever new fields or new types.
+//!
+//! Inbound fields whose bad values need a specific error text are kept as raw JSON values and
+//! validated by the handler that owns them.
+
+use crate::auth::Role;
+use crate::subjects::Topic;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Every `type` a client may send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    Ping,
+    WorkResponse,
+    LocationUpdate,
+    MediumSelection,
+    MediumShare,
+    StartChat,
+    ChatMessage,
+    MessageDelivered,
+    MessageRead,
+    TypingIndicator,
+    CancelConnection,
+    FinishService,
+    Resume,
+}
+
+/// Where the gateway sends a frame of a given kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Answered by the gateway itself (`ping`).
+    Gateway,
+    /// `work.<work_id>.response`.
+    Work,
+    /// `session.<session_id>.<topic>`.
+    Session(Topic),
+    /// `session.<session_id>.receipt` when the frame names its session, else
+    /// `message.<message_id>.receipt`.
+    Receipt,
+}
+
+impl FrameKind {
+    pub fn from_name(name: &str) -> Option<FrameKind> {
+        Some(match name {
+            "ping" => FrameKind::Ping,
+            "work_response" => FrameKind::WorkResponse,
+            "location_update" => FrameKind::LocationUpdate,
+            "medium_selection" => FrameKind::MediumSelection,
+            "medium_share" => FrameKind::MediumShare,
+            "start_chat" => FrameKind::StartChat,
+            "chat_message" => FrameKind::ChatMessage,
+            "message_delivered" => FrameKind::MessageDelivered,
+            "message_read" => FrameKind::MessageRead,
+            "typing_indicator" => FrameKind::TypingIndicator,
+            "cancel_connection" => FrameKind::CancelConnection,
+            "finish_service" => FrameKind::FinishService,
+            "resume" => FrameKind::Resume,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameKind::Ping => "ping",
+            FrameKind::WorkResponse => "work_response",
+            FrameKind::LocationUpdate => "location_update",
+            FrameKind::MediumSelection => "medium_selection",
+            FrameKind::MediumShare => "medium_share",
+            FrameKind::StartChat => "start_chat",
+            FrameKind::ChatMessage => "chat_message",
+            FrameKind::MessageDelivered => "message_delivered",
+            FrameKind::MessageRead => "message_read",
+            FrameKind::TypingIndicator => "typing_indicator",
+            FrameKind::CancelConnection => "cancel_connection",
+            FrameKind::FinishService => "finish_service",
+            FrameKind::Resume => "resume",
+        }
+    }
+
+    /// Only providers answer work and share mediums; only seekers select mediums.
+    pub fn allowed_for(self, role: Role) -> bool {
+        match self {
+            FrameKind::WorkResponse | FrameKind::MediumShare => role == Role::Provider,
+            FrameKind::MediumSelection => role == Role::Seeker,
+            _ => true,
+        }
+    }
+
+    pub fn route(self) -> Route {
+        match self {
+            FrameKind::Ping => Route::Gateway,
+            FrameKind::WorkResponse => Route::Work,
+            FrameKind::LocationUpdate => Route::Session(Topic::Location),
+            FrameKind::MediumSelection | FrameKind::MediumShare => Route::Session(Topic::Mediums),
+            FrameKind::StartChat | FrameKind::ChatMessage | FrameKind::Resume => {
+                Route::Session(Topic::Chat)
+            }
+            FrameKind::MessageDelivered | FrameKind::MessageRead => Route::Receipt,
+            FrameKind::TypingIndicator => Route::Session(Topic::Typing),
+            FrameKind::CancelConnection | FrameKind::FinishService => {
+                Route::Session(Topic::Lifecycle)
+            }
+        }
+    }
+}
+
+/// A client frame as the workers read it (the gateway has already checked `type`, the role and
+/// the ids that go into the subject).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    WorkResponse {
+        work_id: i64,
+        #[serde(default)]
+        accepted: Option<Value>,
+    },
+    LocationUpdate {
+        session_id: Uuid,
+        #[serde(default, alias = "lat")]
+        latitude: Option<Value>,
+        #[serde(default, alias = "lng")]
+        longitude: Option<Value>,
+    },
+    MediumSelection {
+        session_id: Uuid,
+        #[serde(default)]
+        mediums: Option<Value>,
+    },
+    MediumShare {
+        session_id: Uuid,
+        #[serde(default)]
+        mediums: Option<Value>,
+    },
+    StartChat {
+        session_id: Uuid,
+    },
+    ChatMessage {
+        session_id: Uuid,
+        #[serde(default)]
+        message: Option<Value>,
+        #[serde(default)]
+        client_message_id: Option<Value>,
+    },
+    MessageDelivered {
+        message_id: Uuid,
+        #[serde(default)]
+        session_id: Option<Uuid>,
+    },
+    MessageRead {
+        message_id: Uuid,
+        #[serde(default)]
+        session_id: Option<Uuid>,
+    },
+    TypingIndicator {
+        session_id: Uuid,
+        #[serde(default)]
+        is_typing: Option<Value>,
+    },
+    CancelConnection {
+        session_id: Uuid,
+    },
+    FinishService {
+        session_id: Uuid,
+        #[serde(default)]
+        rating_stars: Option<Value>,
+        #[serde(default)]
+        rating_description: Option<Value>,
+    },
+    Resume {
+        session_id: Uuid,
+        #[serde(default)]
+        last_seq: Option<Value>,
+    },
+}
+
+impl ClientFrame {
+    pub fn kind(&self) -> FrameKind {
+        match self {
+            ClientFrame::WorkResponse { .. } => FrameKind::WorkResponse,
+            ClientFrame::LocationUpdate { .. } => FrameKind::LocationUpdate,
+            ClientFrame::MediumSelection { .. } => FrameKind::MediumSelection,
+            ClientFrame::MediumShare { .. } => FrameKind::MediumShare,
+            ClientFrame::StartChat { .. } => FrameKind::StartChat,
+            ClientFrame::ChatMessage { .. } => FrameKind::ChatMessage,
+            ClientFrame::MessageDelivered { .. } => FrameKind::MessageDelivered,
+            ClientFrame::MessageRead { .. } => FrameKind::MessageRead,
+            ClientFrame::TypingIndicator { .. } => FrameKind::TypingIndicator,
+            ClientFrame::CancelConnection { .. } => FrameKind::CancelConnection,
+            ClientFrame::FinishService { .. } => FrameKind::FinishService,
+            ClientFrame::Resume { .. } => FrameKind::Resume,
+        }
+    }
+}
+
+/// The session as both REST (`GET /api/sessions/{id}`) and `session_state` show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionSnapshot {
+    pub session_id: Uuid,
+    pub work_id: i64,
+    pub connection_state: String,
+    pub distance_meters: Option<f64>,
+    pub distance_formatted: Option<String>,
+    pub seeker_mediums: Value,
+    pub provider_mediums: Value,
+    pub chat_started_at: Option<String>,
+    pub cancelled_by: Option<String>,
+    pub completed_by: Option<String>,
+    pub created_at: String,
+    /// Present (possibly null) only in the seeker's snapshot: the rating is private.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rating_stars: Option<Option<i16>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rating_description: Option<Option<String>>,
+    /// The highest chat `seq` stored so far, so a resuming client knows what exists.
+    pub last_seq: i64,
+}
+
+/// Everything the server sends on a socket.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Pong {
+        timestamp: String,
+    },
+    WorkAssigned {
+        work_id: i64,
+        seeker_name: Option<String>,
+        seeker_mobile: Option<String>,
+        service_type: String,
+        distance: Option<String>,
+        message: Option<String>,
+        seeker_profile_pic: Option<String>,
+        created_at: String,
+        timestamp: String,
+    },
+    WorkAccepted {
+        work_id: i64,
+        session_id: Uuid,
+        connection_state: String,
+        message: String,
+        timestamp: String,
+    },
+    WorkResponse {
+        work_id: i64,
+        accepted: bool,
+        provider_name: Option<String>,
+        provider_mobile: Option<String>,
+        service_type: String,
+        response_time: String,
+    },
+    DistanceUpdate {
+        session_id: Uuid,
+        distance_meters: f64,
+        distance_formatted: String,
+        timestamp: String,
+    },
+    MediumsSelected {
+        session_id: Uuid,
+        mediums: Value,
+        connection_state: String,
+        timestamp: String,
+    },
+    SeekerMediumsSelected {
+        session_id: Uuid,
+        mediums: Value,
+        connection_state: String,
+        message: String,
+        timestamp: String,
+    },
+    MediumsShared {
+        session_id: Uuid,
+        mediums: Value,
+        timestamp: String,
+    },
+    ProviderMediumsShared {
+        session_id: Uuid,
+        mediums: Value,
+        timestamp: String,
+    },
+    ChatReady {
+        session_id: Uuid,
+        chat_room_id: Uuid,
+        message: String,
+        timestamp: String,
+    },
+    ChatMessage {
+        message_id: Uuid,
+        session_id: Uuid,
+        sender_type: Role,
+        message: String,
+        seq: i64,
+        delivery_status: String,
+        timestamp: String,
+    },
+    MessageSent {
+        message_id: Uuid,
+        session_id: Uuid,
+        seq: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_message_id: Option<String>,
+        timestamp: String,
+    },
+    MessageStatusUpdate {
+        message_id: Uuid,
+        session_id: Uuid,
+        status: String,
+        timestamp: String,
+    },
+    TypingIndicator {
+        session_id: Uuid,
+        user_type: Role,
+        is_typing: bool,
+        timestamp: String,
+    },
+    ConnectionCancelled {
+        session_id: Uuid,
+        cancelled_by: Role,
+        message: String,
+        timestamp: String,
+    },
+    ServiceFinished {
+        session_id: Uuid,
+        finished_by: Role,
+        message: String,
+        timestamp: String,
+    },
+    SessionState(SessionSnapshot),
+    Error {
+        error: String,
+        request_type: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<Uuid>,
+    },
+}
+
+impl Event {
+    pub fn error(
+        error: impl Into<String>,
+        request_type: Option<&str>,
+        session_id: Option<Uuid>,
+    ) -> Event {
+        Event::Error {
+            error: error.into(),
+            request_type: request_type.map(str::to_owned),
+            session_id,
+        }
+    }
+
+    /// The frame as sent on the socket.
+    pub fn to_json(&self) -> String {
+        // Serializing these plain structs cannot fail (no maps with non-string keys).
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"type\":\"error\"}"))
+    }
+}
+
+/// Error texts of contract section 4, shared so the gateway and the workers say the same thing.
+pub mod errors {
+    pub const INVALID_JSON: &str = "invalid JSON";
+    pub const UNKNOWN_TYPE: &str = "unknown message type";
+    pub const SESSION_ID_REQUIRED: &str = "session_id is required";
+    pub const MESSAGE_ID_REQUIRED: &str = "message_id is required";
+    pub const WORK_ID_REQUIRED: &str = "work_id is required and must be an integer";
+    pub const SESSION_NOT_FOUND: &str = "session not found";
+    pub const MESSAGE_NOT_FOUND: &str = "message not found";
+    pub const WORK_NOT_FOUND: &str = "work order not found";
+    pub const SESSION_ENDED: &str = "session already ended";
+    pub const INVALID_MEDIUMS: &str = "Invalid mediums. Select 0-3 from: telegram, whatsapp, call";
+    pub const INVALID_RATING: &str = "rating_stars must be an integer from 1 to 5";
+    pub const INVALID_COORDINATES: &str =
+        "invalid coordinates: latitude must be -90..90 and longitude -180..180";
+    pub const FRAME_TOO_LARGE: &str = "frame too large (limit 64 KiB)";
+    pub const UNAVAILABLE: &str = "service temporarily unavailable, please retry";
+
+    pub fn not_allowed_for_role(kind: &str, role: &str) -> String {
+        format!("{kind} is not allowed for a {role}")
+    }
+}

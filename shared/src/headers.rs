@@ -1,0 +1,19 @@
+//! NATS header names. Workers trust identity only from these, and only the gateway sets them.
+
+/// The authenticated user's id (the token's `sub`).
+pub const USER_ID: &str = "user-id";
+/// `seeker` or `provider`.
+pub const ROLE: &str = "role";
+/// The token's optional `name`, carried on REST requests and the connect notice.
+pub const USER_NAME: &str = "user-name";
+/// The socket a frame came from; on an event, the one socket it is addressed to.
+pub const CONN_ID: &str = "conn-id";
+/// Ties every event to the inbound frame that caused it.
+pub const TRACE_ID: &str = "trace-id";
+/// On an event: deliver it, then close all the user's sockets with 1000.
+pub const CLOSE: &str = "close";
+/// The number of this frame among the `session.<id>.chat` frames of its socket (1, 2, ...), so the
+/// chat worker can keep a sender's messages in order across instances.
+pub const CHAT_FRAME: &str = "chat-frame";
+/// JetStream's de-duplication header; the gateway sets it to a unique frame id.
+pub const MSG_ID: &str = "Nats-Msg-Id";

@@ -1,0 +1,175 @@
+//! The NATS subject map (contract section 5), in one place. Every subject the system publishes or
+//! subscribes to is built or parsed here.
+//!
+//! | subject | from -> to |
+//! |---|---|
+//! | `session.<session_id>.<topic>` | gateway -> workers (topic: chat, receipt, typing, location, mediums, lifecycle) |
+//! | `message.<message_id>.receipt` | gateway -> chat |
+//! | `work.<work_id>.response` | gateway -> lifecycle |
+//! | `user.<user_id>.events` | workers -> gateway |
+//! | `user.<user_id>.connected` | gateway -> lifecycle (a socket opened: replay pending orders) |
+//! | `api.<resource>.<verb>` | gateway -> workers, request/reply |
+//!
+//! Ids only reach a subject after validation (UUIDs, integers, `[A-Za-z0-9_-]{1,64}` user ids), so
+//! no client can put `.`, `*` or `>` into one.
+
+use uuid::Uuid;
+
+/// The JetStream stream that captures every durable inbound subject.
+pub const INBOUND_STREAM: &str = "INBOUND";
+
+/// The second token of a `session.<id>.<topic>` subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topic {
+    /// `start_chat`, `chat_message`, `resume`.
+    Chat,
+    /// `message_delivered`, `message_read` that name their session.
+    Receipt,
+    /// `typing_indicator` (core NATS, not captured).
+    Typing,
+    /// `location_update` (core NATS, not captured: latest wins).
+    Location,
+    /// `medium_selection`, `medium_share`.
+    Mediums,
+    /// `cancel_connection`, `finish_service`.
+    Lifecycle,
+}
+
+impl Topic {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::Chat => "chat",
+            Topic::Receipt => "receipt",
+            Topic::Typing => "typing",
+            Topic::Location => "location",
+            Topic::Mediums => "mediums",
+            Topic::Lifecycle => "lifecycle",
+        }
+    }
+
+    pub fn parse(token: &str) -> Option<Topic> {
+        Some(match token {
+            "chat" => Topic::Chat,
+            "receipt" => Topic::Receipt,
+            "typing" => Topic::Typing,
+            "location" => Topic::Location,
+            "mediums" => Topic::Mediums,
+            "lifecycle" => Topic::Lifecycle,
+            _ => return None,
+        })
+    }
+
+    /// Durable topics go through JetStream (publish with ack); the others are core NATS, where
+    /// the latest value wins and a lost one is replaced by the next.
+    pub fn is_durable(self) -> bool {
+        !matches!(self, Topic::Typing | Topic::Location)
+    }
+}
+
+pub fn session(session_id: &Uuid, topic: Topic) -> String {
+    format!("session.{session_id}.{}", topic.as_str())
+}
+
+/// All sessions' subjects of one topic, for subscriptions and consumer filters.
+pub fn session_wildcard(topic: Topic) -> String {
+    format!("session.*.{}", topic.as_str())
+}
+
+pub fn message_receipt(message_id: &Uuid) -> String {
+    format!("message.{message_id}.receipt")
+}
+
+pub const MESSAGE_RECEIPTS: &str = "message.*.receipt";
+
+pub fn work_response(work_id: i64) -> String {
+    format!("work.{work_id}.response")
+}
+
+pub const WORK_RESPONSES: &str = "work.*.response";
+
+pub fn user_events(user_id: &str) -> String {
+    format!("user.{user_id}.events")
+}
+
+pub fn user_connected(user_id: &str) -> String {
+    format!("user.{user_id}.connected")
+}
+
+pub const USERS_CONNECTED: &str = "user.*.connected";
+
+/// What an inbound subject addresses, parsed back by the workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    Session { session_id: Uuid, topic: Topic },
+    MessageReceipt { message_id: Uuid },
+    WorkResponse { work_id: i64 },
+}
+
+impl Address {
+    pub fn parse(subject: &str) -> Option<Address> {
+        let mut tokens = subject.split('.');
+        let (kind, id, last) = (tokens.next()?, tokens.next()?, tokens.next()?);
+        if tokens.next().is_some() {
+            return None;
+        }
+        match (kind, last) {
+            ("session", topic) => Some(Address::Session {
+                session_id: Uuid::parse_str(id).ok()?,
+                topic: Topic::parse(topic)?,
+            }),
+            ("message", "receipt") => Some(Address::MessageReceipt {
+                message_id: Uuid::parse_str(id).ok()?,
+            }),
+            ("work", "response") => Some(Address::WorkResponse {
+                work_id: id.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Request/reply subjects of the REST routes (`api.<resource>.<verb>`).
+pub mod api {
+    pub const PROFILE_GET: &str = "api.profile.get";
+    pub const PROFILE_PUT: &str = "api.profile.put";
+    pub const PROVIDER_STATUS_GET: &str = "api.provider_status.get";
+    pub const PROVIDER_STATUS_PUT: &str = "api.provider_status.put";
+    pub const SEEKER_SEARCH_GET: &str = "api.seeker_search.get";
+    pub const SEEKER_SEARCH_PUT: &str = "api.seeker_search.put";
+    pub const WORK_ORDERS_CREATE: &str = "api.work_orders.create";
+    pub const WORK_ORDERS_GET: &str = "api.work_orders.get";
+    pub const SESSIONS_GET: &str = "api.sessions.get";
+    pub const MESSAGES_LIST: &str = "api.messages.list";
+}
+
+/// Queue groups: every instance of a worker kind joins its kind's group, so each request or core
+/// NATS frame is handled by exactly one instance.
+pub mod queue {
+    pub const LIFECYCLE: &str = "lifecycle";
+    pub const CHAT: &str = "chat";
+    pub const DISTANCE: &str = "distance";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_subjects_round_trip() {
+        let id = Uuid::new_v4();
+        let subject = session(&id, Topic::Chat);
+        assert_eq!(
+            Address::parse(&subject),
+            Some(Address::Session {
+                session_id: id,
+                topic: Topic::Chat
+            })
+        );
+        assert_eq!(
+            Address::parse("work.12.response"),
+            Some(Address::WorkResponse { work_id: 12 })
+        );
+        assert_eq!(Address::parse("session.x.chat"), None);
+        assert_eq!(Address::parse("work.1.response.extra"), None);
+    }
+}

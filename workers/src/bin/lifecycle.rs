@@ -1,0 +1,42 @@
+//! The lifecycle worker binary: profiles, statuses, work orders, sessions, cancel, finish.
+
+use clap::Parser;
+use shared::config::{DatabaseConfig, NatsConfig, WorkerConfig};
+use std::time::Duration;
+use workers::lifecycle::{self, Lifecycle};
+
+#[derive(Parser)]
+#[command(
+    name = "lifecycle",
+    about = "Work orders, sessions, cancel/finish, profiles and statuses"
+)]
+struct Config {
+    #[command(flatten)]
+    nats: NatsConfig,
+    #[command(flatten)]
+    database: DatabaseConfig,
+    #[command(flatten)]
+    worker: WorkerConfig,
+    /// Chat messages are deleted this long after their session ends.
+    #[arg(long, env = "CHAT_RETENTION_SECS", default_value_t = 86_400)]
+    chat_retention_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let (nats, pool) =
+        workers::startup::connect("lifecycle", &config.nats, Some(&config.database)).await;
+    let Some(pool) = pool else {
+        anyhow::bail!("no database pool");
+    };
+    let worker = Lifecycle {
+        nats,
+        pool,
+        chat_retention: Duration::from_secs(config.chat_retention_secs),
+    };
+    tokio::select! {
+        result = lifecycle::run(worker, config.worker.worker_concurrency) => result,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}

@@ -1,0 +1,106 @@
+//! The lifecycle worker: profiles and search statuses (REST), work orders and their answers,
+//! session creation, cancel and finish. This file wires subjects to handlers; each message type
+//! has its own module.
+
+mod cancel_connection;
+mod connected;
+mod finish_service;
+mod profile;
+mod search_status;
+mod sessions;
+mod work_assigned;
+mod work_orders;
+mod work_response;
+
+use crate::api_server::{self, ApiHandler, Caller};
+use crate::outbox::Outbox;
+use crate::runtime::{self, FrameError, FrameHandler, Inbound};
+use shared::api::{ApiRequest, ApiResponse};
+use shared::frames::ClientFrame;
+use shared::subjects::{api, queue};
+use sqlx::{PgConnection, PgPool};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Lifecycle {
+    pub nats: async_nats::Client,
+    pub pool: PgPool,
+    /// How long chat messages are kept after a session ends.
+    pub chat_retention: Duration,
+}
+
+impl FrameHandler for Lifecycle {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        inbound: &Inbound,
+        frame: ClientFrame,
+        outbox: &mut Outbox,
+    ) -> Result<(), FrameError> {
+        let sender = &inbound.sender;
+        match frame {
+            ClientFrame::WorkResponse { work_id, accepted } => {
+                work_response::handle(tx, sender, work_id, accepted, outbox).await
+            }
+            ClientFrame::CancelConnection { session_id } => {
+                cancel_connection::handle(tx, sender, session_id, self.chat_retention, outbox).await
+            }
+            ClientFrame::FinishService {
+                session_id,
+                rating_stars,
+                rating_description,
+            } => {
+                let rating = finish_service::Rating::from_frame(rating_stars, rating_description);
+                finish_service::handle(tx, sender, session_id, rating, self.chat_retention, outbox)
+                    .await
+            }
+            other => Err(FrameError::refused(
+                format!(
+                    "{} is not handled by the lifecycle worker",
+                    other.kind().name()
+                ),
+                None,
+            )),
+        }
+    }
+}
+
+impl ApiHandler for Lifecycle {
+    async fn handle(&self, subject: &str, caller: Caller, request: ApiRequest) -> ApiResponse {
+        let result = match subject {
+            api::PROFILE_GET => profile::get(&self.pool, &caller).await,
+            api::PROFILE_PUT => profile::put(&self.pool, &caller, request).await,
+            api::PROVIDER_STATUS_GET => search_status::get_provider(&self.pool, &caller).await,
+            api::PROVIDER_STATUS_PUT => {
+                search_status::put_provider(&self.pool, &caller, request).await
+            }
+            api::SEEKER_SEARCH_GET => search_status::get_seeker(&self.pool, &caller).await,
+            api::SEEKER_SEARCH_PUT => search_status::put_seeker(&self.pool, &caller, request).await,
+            api::WORK_ORDERS_CREATE => work_orders::create(self, &caller, request).await,
+            api::WORK_ORDERS_GET => work_orders::get(&self.pool, &caller, request).await,
+            api::SESSIONS_GET => sessions::get(&self.pool, &caller, request).await,
+            _ => Ok(ApiResponse::not_found("route")),
+        };
+        result.unwrap_or_else(|error| {
+            tracing::error!(%error, subject, "REST call failed");
+            ApiResponse::error(503, "temporarily unavailable, please retry")
+        })
+    }
+}
+
+/// Runs every part of the lifecycle worker until one stops.
+pub async fn run(lifecycle: Lifecycle, concurrency: usize) -> anyhow::Result<()> {
+    let lifecycle = Arc::new(lifecycle);
+    let (nats, pool) = (lifecycle.nats.clone(), lifecycle.pool.clone());
+    tokio::select! {
+        result = runtime::run_consumer(nats.clone(), pool.clone(), "lifecycle", concurrency, lifecycle.clone()) => result,
+        result = api_server::serve(nats.clone(), &[
+            api::PROFILE_GET, api::PROFILE_PUT,
+            api::PROVIDER_STATUS_GET, api::PROVIDER_STATUS_PUT,
+            api::SEEKER_SEARCH_GET, api::SEEKER_SEARCH_PUT,
+            api::WORK_ORDERS_CREATE, api::WORK_ORDERS_GET,
+            api::SESSIONS_GET,
+        ], queue::LIFECYCLE, lifecycle.clone()) => result,
+        result = connected::serve(nats, pool) => result,
+    }
+}

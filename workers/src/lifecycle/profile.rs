@@ -1,0 +1,75 @@
+//! `GET/PUT /api/me/profile`: `{name, mobile, profile_pic?}`; mobile is exactly 10 digits.
+
+use crate::api_server::Caller;
+use serde::{Deserialize, Serialize};
+use shared::api::{ApiRequest, ApiResponse};
+use sqlx::{FromRow, PgPool};
+
+#[derive(Deserialize)]
+struct ProfileBody {
+    name: String,
+    mobile: String,
+    #[serde(default)]
+    profile_pic: Option<String>,
+}
+
+#[derive(Serialize, FromRow)]
+struct Profile {
+    name: String,
+    mobile: String,
+    profile_pic: Option<String>,
+}
+
+pub fn is_mobile(value: &str) -> bool {
+    value.len() == 10 && value.bytes().all(|b| b.is_ascii_digit())
+}
+
+pub async fn get(pool: &PgPool, caller: &Caller) -> anyhow::Result<ApiResponse> {
+    crate::users::record(pool, &caller.user_id, caller.role, caller.name.as_deref()).await?;
+    let profile = sqlx::query_as::<_, Profile>(
+        "SELECT name, mobile, profile_pic FROM profiles WHERE user_id = $1",
+    )
+    .bind(&caller.user_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match profile {
+        Some(profile) => ApiResponse::ok(profile),
+        None => ApiResponse::not_found("profile"),
+    })
+}
+
+pub async fn put(
+    pool: &PgPool,
+    caller: &Caller,
+    request: ApiRequest,
+) -> anyhow::Result<ApiResponse> {
+    let body = match request.body.map(serde_json::from_value::<ProfileBody>) {
+        Some(Ok(body)) => body,
+        _ => {
+            return Ok(ApiResponse::error(
+                422,
+                "expected {name, mobile, profile_pic?} with string values",
+            ));
+        }
+    };
+    if body.name.trim().is_empty() || body.name.chars().count() > 100 {
+        return Ok(ApiResponse::error(422, "name must be 1 to 100 characters"));
+    }
+    if !is_mobile(&body.mobile) {
+        return Ok(ApiResponse::error(422, "mobile must be exactly 10 digits"));
+    }
+    crate::users::record(pool, &caller.user_id, caller.role, caller.name.as_deref()).await?;
+    let profile = sqlx::query_as::<_, Profile>(
+        "INSERT INTO profiles (user_id, name, mobile, profile_pic) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (user_id) DO UPDATE SET name = EXCLUDED.name, mobile = EXCLUDED.mobile,
+             profile_pic = EXCLUDED.profile_pic, updated_at = now()
+         RETURNING name, mobile, profile_pic",
+    )
+    .bind(&caller.user_id)
+    .bind(body.name.trim())
+    .bind(&body.mobile)
+    .bind(&body.profile_pic)
+    .fetch_one(pool)
+    .await?;
+    Ok(ApiResponse::ok(profile))
+}

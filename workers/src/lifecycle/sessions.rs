@@ -1,0 +1,28 @@
+//! `GET /api/sessions/{session_id}`: the snapshot, for participants only (404 for anyone else, the
+//! same answer as for a session that does not exist).
+
+use crate::api_server::Caller;
+use shared::api::{ApiRequest, ApiResponse};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub async fn get(
+    pool: &PgPool,
+    caller: &Caller,
+    request: ApiRequest,
+) -> anyhow::Result<ApiResponse> {
+    let Some(session_id) = request.id.and_then(|id| Uuid::parse_str(&id).ok()) else {
+        return Ok(ApiResponse::not_found("session"));
+    };
+    let mut connection = pool.acquire().await?;
+    let row = crate::session::load(&mut connection, session_id).await?;
+    Ok(
+        match row.and_then(|row| {
+            row.role_of(&caller.user_id, caller.role)
+                .map(|role| (row, role))
+        }) {
+            Some((row, role)) => ApiResponse::ok(row.snapshot(role)),
+            None => ApiResponse::not_found("session"),
+        },
+    )
+}

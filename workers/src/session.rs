@@ -1,0 +1,172 @@
+//! Reading a work session and checking who may act on it, shared by every worker that handles
+//! session frames. A session that does not exist and one the sender is not part of give the same
+//! error, so session ids cannot be probed.
+
+use crate::runtime::{FrameError, Sender};
+use shared::auth::Role;
+use shared::frames::{SessionSnapshot, errors};
+use shared::geo;
+use sqlx::{FromRow, PgConnection};
+use uuid::Uuid;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    Waiting,
+    Active,
+    Cancelled,
+    Completed,
+}
+
+impl SessionState {
+    pub fn parse(value: &str) -> SessionState {
+        match value {
+            "waiting" => SessionState::Waiting,
+            "active" => SessionState::Active,
+            "cancelled" => SessionState::Cancelled,
+            _ => SessionState::Completed,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SessionState::Waiting => "waiting",
+            SessionState::Active => "active",
+            SessionState::Cancelled => "cancelled",
+            SessionState::Completed => "completed",
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        matches!(self, SessionState::Waiting | SessionState::Active)
+    }
+}
+
+#[derive(Clone, Debug, FromRow)]
+pub struct SessionRow {
+    pub session_id: Uuid,
+    pub work_id: i64,
+    pub seeker_id: String,
+    pub provider_id: String,
+    pub connection_state: String,
+    pub current_distance_meters: Option<f64>,
+    pub seeker_selected_mediums: Option<serde_json::Value>,
+    pub provider_selected_mediums: Option<serde_json::Value>,
+    pub chat_started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_message_seq: i64,
+    pub cancelled_by: Option<String>,
+    pub completed_by: Option<String>,
+    pub rating_stars: Option<i16>,
+    pub rating_description: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+macro_rules! session_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT session_id, work_id, seeker_id, provider_id, connection_state, \
+             current_distance_meters, seeker_selected_mediums, provider_selected_mediums, \
+             chat_started_at, last_message_seq, cancelled_by, completed_by, rating_stars, \
+             rating_description, created_at FROM work_sessions ",
+            $tail
+        )
+    };
+}
+
+impl SessionRow {
+    pub fn state(&self) -> SessionState {
+        SessionState::parse(&self.connection_state)
+    }
+
+    /// The role `user_id` plays in this session, if any.
+    pub fn role_of(&self, user_id: &str, claimed: Role) -> Option<Role> {
+        let id = match claimed {
+            Role::Seeker => &self.seeker_id,
+            Role::Provider => &self.provider_id,
+        };
+        (id == user_id).then_some(claimed)
+    }
+
+    pub fn user_of(&self, role: Role) -> &str {
+        match role {
+            Role::Seeker => &self.seeker_id,
+            Role::Provider => &self.provider_id,
+        }
+    }
+
+    /// The snapshot as `viewer` may see it (the rating only for the seeker).
+    pub fn snapshot(&self, viewer: Role) -> SessionSnapshot {
+        let seeker_view = viewer == Role::Seeker;
+        SessionSnapshot {
+            session_id: self.session_id,
+            work_id: self.work_id,
+            connection_state: self.connection_state.clone(),
+            distance_meters: self.current_distance_meters,
+            distance_formatted: self.current_distance_meters.map(geo::format_away),
+            seeker_mediums: self
+                .seeker_selected_mediums
+                .clone()
+                .unwrap_or(serde_json::Value::Null),
+            provider_mediums: self
+                .provider_selected_mediums
+                .clone()
+                .unwrap_or(serde_json::Value::Null),
+            chat_started_at: self.chat_started_at.map(shared::time::rfc3339),
+            cancelled_by: self.cancelled_by.clone(),
+            completed_by: self.completed_by.clone(),
+            created_at: shared::time::rfc3339(self.created_at),
+            rating_stars: seeker_view.then_some(self.rating_stars),
+            rating_description: seeker_view.then(|| self.rating_description.clone()),
+            last_seq: self.last_message_seq,
+        }
+    }
+}
+
+/// Loads a session without locking it.
+pub async fn load(
+    tx: &mut PgConnection,
+    session_id: Uuid,
+) -> Result<Option<SessionRow>, sqlx::Error> {
+    sqlx::query_as::<_, SessionRow>(session_select!("WHERE session_id = $1"))
+        .bind(session_id)
+        .fetch_optional(tx)
+        .await
+}
+
+/// Loads and locks a session for the rest of the transaction: frames that change a session are
+/// applied one at a time.
+pub async fn load_for_update(
+    tx: &mut PgConnection,
+    session_id: Uuid,
+) -> Result<Option<SessionRow>, sqlx::Error> {
+    sqlx::query_as::<_, SessionRow>(session_select!("WHERE session_id = $1 FOR UPDATE"))
+        .bind(session_id)
+        .fetch_optional(tx)
+        .await
+}
+
+/// The session, if `sender` is part of it; "session not found" otherwise.
+pub fn participant(
+    row: Option<SessionRow>,
+    sender: &Sender,
+) -> Result<(SessionRow, Role), FrameError> {
+    let session_id = row.as_ref().map(|row| row.session_id);
+    match row {
+        Some(row) => match row.role_of(&sender.user_id, sender.role) {
+            Some(role) => Ok((row, role)),
+            None => Err(FrameError::refused(errors::SESSION_NOT_FOUND, session_id)),
+        },
+        None => Err(FrameError::refused(errors::SESSION_NOT_FOUND, None)),
+    }
+}
+
+/// Refuses actions on a session that has ended.
+pub fn require_live(row: &SessionRow) -> Result<(), FrameError> {
+    if row.state().is_live() {
+        Ok(())
+    } else {
+        Err(FrameError::refused(
+            errors::SESSION_ENDED,
+            Some(row.session_id),
+        ))
+    }
+}
