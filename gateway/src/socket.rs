@@ -210,13 +210,24 @@ async fn send_event(socket: &mut WebSocket, state: &SharedState, event: &Event) 
     }
 }
 
+/// Sends a close frame, then waits briefly for the client's reply (the closing handshake), so
+/// the client reads our close frame rather than a reset connection.
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Result<(), axum::Error> {
     socket
         .send(Message::Close(Some(CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
         })))
-        .await
+        .await?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if let Message::Close(_) = message {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(())
 }
 
 impl Connection {

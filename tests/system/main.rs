@@ -1,3 +1,4 @@
 //! System tests: the real gateway, workers, nats-server and Postgres, driven as clients.
 
+mod gateway;
 mod lifecycle;

@@ -1,0 +1,358 @@
+//! The gateway as clients and operators see it: auth on REST and sockets, the error frames it
+//! judges itself, subject safety, the frame-size limit, keepalive, tracing on NATS, and the
+//! operator endpoints.
+
+use futures::StreamExt;
+use serde_json::json;
+use shared::auth::Role;
+use std::time::Duration;
+use system_tests::client::{Client, endpoint};
+use system_tests::stack::JWT_SECRET;
+use system_tests::{StackOptions, TestStack};
+
+async fn gateway_only(env: &[(&str, &str)]) -> TestStack {
+    let mut options = StackOptions::default().only(&["lifecycle"]);
+    for (key, value) in env {
+        options = options.env(key, value);
+    }
+    TestStack::with(options).await
+}
+
+#[tokio::test]
+async fn rest_refuses_missing_bad_and_expired_tokens_with_401_and_wrong_roles_with_403() {
+    let stack = gateway_only(&[]).await;
+    let http = stack.http();
+    let expired = shared::auth::mint(JWT_SECRET, "u1", Role::Seeker, None, -300).expect("token");
+    let badly_signed =
+        shared::auth::mint("another-secret", "u1", Role::Seeker, None, 300).expect("token");
+    for token in ["", "not-a-jwt", expired.as_str(), badly_signed.as_str()] {
+        let reply = http.get("/api/me/profile", token).await;
+        assert_eq!(reply.status, 401, "token {token:?}");
+        assert!(reply.body["error"].is_string());
+    }
+    let seeker = stack.token("u1", Role::Seeker);
+    http.get("/api/provider/status", &seeker)
+        .await
+        .expect_status(403);
+    http.get("/api/seeker/search", &stack.token("p1", Role::Provider))
+        .await
+        .expect_status(403);
+    http.post(
+        "/api/work-orders",
+        &stack.token("p1", Role::Provider),
+        json!({}),
+    )
+    .await
+    .expect_status(403);
+    http.get("/api/seeker/search", &seeker)
+        .await
+        .expect_status(200);
+}
+
+#[tokio::test]
+async fn a_token_with_an_unknown_role_or_a_subject_with_wildcards_is_a_401() {
+    let stack = gateway_only(&[]).await;
+    #[derive(serde::Serialize)]
+    struct Claims<'a> {
+        sub: &'a str,
+        role: &'a str,
+        exp: i64,
+    }
+    let sign = |sub: &str, role: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &Claims {
+                sub,
+                role,
+                exp: chrono::Utc::now().timestamp() + 300,
+            },
+            &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        )
+        .expect("token")
+    };
+    let http = stack.http();
+    http.get("/api/me/profile", &sign("u1", "admin"))
+        .await
+        .expect_status(401);
+    for sub in ["*", ">", "a.b", "a b", "user.*"] {
+        http.get("/api/me/profile", &sign(sub, "seeker"))
+            .await
+            .expect_status(401);
+        let refused = Client::connect(&stack.gateway, Role::Seeker, &sign(sub, "seeker")).await;
+        assert_eq!(
+            refused.err().map(|refused| refused.status),
+            Some(401),
+            "sub {sub:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sockets_refuse_missing_bad_and_expired_tokens_and_wrong_roles() {
+    let stack = gateway_only(&[]).await;
+    let expired = shared::auth::mint(JWT_SECRET, "u1", Role::Seeker, None, -300).expect("token");
+    for token in ["", "garbage", expired.as_str()] {
+        let refused = Client::connect(&stack.gateway, Role::Seeker, token).await;
+        assert_eq!(refused.err().map(|refused| refused.status), Some(401));
+    }
+    let seeker_token = stack.token("u1", Role::Seeker);
+    let refused = Client::connect(&stack.gateway, Role::Provider, &seeker_token).await;
+    assert_eq!(refused.err().map(|refused| refused.status), Some(403));
+    // The header works as well as ?token=, with or without the trailing slash.
+    let url = format!("ws://{}/ws/work/seeker", stack.gateway);
+    let mut socket = Client::connect_url(&url, Some(&format!("Bearer {seeker_token}")))
+        .await
+        .expect("header auth");
+    socket.assert_usable().await;
+    let url = format!("ws://{}{}", stack.gateway, endpoint(Role::Seeker));
+    assert_eq!(
+        Client::connect_url(&url, None)
+            .await
+            .err()
+            .map(|refused| refused.status),
+        Some(401)
+    );
+}
+
+#[tokio::test]
+async fn ping_is_answered_with_pong() {
+    let stack = gateway_only(&[]).await;
+    let mut socket = stack.connect("u1", Role::Seeker).await;
+    socket.send(json!({"type": "ping"})).await;
+    let pong = socket.expect("pong").await;
+    assert!(
+        pong["timestamp"]
+            .as_str()
+            .expect("timestamp")
+            .ends_with('Z')
+    );
+}
+
+#[tokio::test]
+async fn malformed_frames_get_error_frames_and_the_socket_stays_open() {
+    let stack = gateway_only(&[]).await;
+    let mut seeker = stack.connect("u1", Role::Seeker).await;
+    let session = uuid::Uuid::new_v4();
+    let cases: Vec<(String, &str, serde_json::Value)> = vec![
+        (String::from("{not json"), "invalid JSON", json!(null)),
+        (String::from("{}"), "unknown message type", json!(null)),
+        (
+            json!({"type": "teleport"}).to_string(),
+            "unknown message type",
+            json!("teleport"),
+        ),
+        (
+            json!({"type": 42}).to_string(),
+            "unknown message type",
+            json!(null),
+        ),
+        (
+            json!({"type": "chat_message", "message": "hi"}).to_string(),
+            "session_id is required",
+            json!("chat_message"),
+        ),
+        (
+            json!({"type": "location_update", "session_id": null}).to_string(),
+            "session_id is required",
+            json!("location_update"),
+        ),
+        (
+            json!({"type": "message_read"}).to_string(),
+            "message_id is required",
+            json!("message_read"),
+        ),
+        (
+            json!({"type": "cancel_connection", "session_id": "not-a-uuid"}).to_string(),
+            "session not found",
+            json!("cancel_connection"),
+        ),
+        (
+            json!({"type": "cancel_connection", "session_id": session}).to_string(),
+            "session not found",
+            json!("cancel_connection"),
+        ),
+        (
+            json!({"type": "message_delivered", "message_id": "nope"}).to_string(),
+            "message not found",
+            json!("message_delivered"),
+        ),
+    ];
+    for (frame, error, request_type) in cases {
+        seeker.send_text(&frame).await;
+        let reply = seeker.expect("error").await;
+        assert_eq!(reply["error"], error, "frame {frame}");
+        assert_eq!(reply["request_type"], request_type, "frame {frame}");
+    }
+    seeker
+        .send(json!({"type": "work_response", "work_id": 1, "accepted": true}))
+        .await;
+    let refused = seeker.expect("error").await;
+    assert_eq!(
+        refused["error"],
+        "work_response is not allowed for a seeker"
+    );
+    let mut provider = stack.connect("p1", Role::Provider).await;
+    provider
+        .send(json!({"type": "medium_selection", "session_id": session, "mediums": {}}))
+        .await;
+    assert_eq!(
+        provider.expect_error().await,
+        "medium_selection is not allowed for a provider"
+    );
+    seeker.assert_usable().await;
+    provider.assert_usable().await;
+}
+
+#[tokio::test]
+async fn ids_with_subject_syntax_never_reach_a_subject() {
+    let stack = gateway_only(&[]).await;
+    let nats = stack.nats().await;
+    let mut everything = nats.subscribe(">").await.expect("subscribe");
+    nats.flush().await.expect("flush");
+    let mut provider = stack.connect("p1", Role::Provider).await;
+    for bad in ["a.b", "*", ">", "x y", "session.*.chat"] {
+        provider
+            .send(json!({"type": "chat_message", "session_id": bad, "message": "hi"}))
+            .await;
+        assert_eq!(provider.expect_error().await, "session not found");
+        provider
+            .send(json!({"type": "message_read", "message_id": bad}))
+            .await;
+        assert_eq!(provider.expect_error().await, "message not found");
+        provider
+            .send(json!({"type": "work_response", "work_id": bad, "accepted": true}))
+            .await;
+        assert!(provider.expect_error().await.contains("work_id"));
+    }
+    provider
+        .send(json!({"type": "work_response", "work_id": 1.5, "accepted": true}))
+        .await;
+    assert!(provider.expect_error().await.contains("work_id"));
+    // Only the gateway's own traffic (user events, the connect notice) was published.
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(300), everything.next()).await
+    {
+        let subject = message.subject.as_str();
+        assert!(
+            !subject.starts_with("session.")
+                && !subject.starts_with("message.")
+                && !subject.starts_with("work."),
+            "published on {subject}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn frames_appear_on_their_subjects_with_the_identity_headers() {
+    let stack = gateway_only(&[]).await;
+    let nats = stack.nats().await;
+    let mut sessions = nats.subscribe("session.>").await.expect("subscribe");
+    let mut works = nats.subscribe("work.>").await.expect("subscribe");
+    nats.flush().await.expect("flush");
+    let mut provider = stack.connect("p1", Role::Provider).await;
+    let session = uuid::Uuid::new_v4();
+    let frame = json!({"type": "location_update", "session_id": session, "latitude": 1.0, "longitude": 2.0});
+    provider.send(frame.clone()).await;
+    let traced = tokio::time::timeout(Duration::from_secs(5), sessions.next())
+        .await
+        .expect("traced")
+        .expect("message");
+    assert_eq!(
+        traced.subject.as_str(),
+        format!("session.{session}.location")
+    );
+    let payload: serde_json::Value = serde_json::from_slice(&traced.payload).expect("json");
+    assert_eq!(payload, frame, "the frame travels unchanged");
+    let headers = traced.headers.expect("headers");
+    assert_eq!(headers.get("user-id").map(|v| v.as_str()), Some("p1"));
+    assert_eq!(headers.get("role").map(|v| v.as_str()), Some("provider"));
+    assert!(headers.get("conn-id").is_some());
+    assert!(headers.get("trace-id").is_some());
+    provider
+        .send(json!({"type": "work_response", "work_id": 7, "accepted": false}))
+        .await;
+    let traced = tokio::time::timeout(Duration::from_secs(5), works.next())
+        .await
+        .expect("traced")
+        .expect("message");
+    assert_eq!(traced.subject.as_str(), "work.7.response");
+    let headers = traced.headers.expect("headers");
+    assert!(
+        headers.get("Nats-Msg-Id").is_some(),
+        "durable frames carry a de-duplication id"
+    );
+    assert_eq!(headers.get("user-id").map(|v| v.as_str()), Some("p1"));
+}
+
+#[tokio::test]
+async fn a_frame_over_64_kib_gets_an_error_then_close_1009() {
+    let stack = gateway_only(&[]).await;
+    let mut socket = stack.connect("u1", Role::Seeker).await;
+    let big = json!({"type": "chat_message", "session_id": uuid::Uuid::new_v4(), "message": "x".repeat(70 * 1024)});
+    socket.send(big).await;
+    let error = socket.expect("error").await;
+    assert!(error["error"].as_str().expect("text").contains("too large"));
+    assert_eq!(socket.expect_closed().await, 1009);
+}
+
+#[tokio::test]
+async fn a_silent_socket_is_closed_as_idle() {
+    let stack = gateway_only(&[("WS_PING_SECS", "1"), ("WS_IDLE_TIMEOUT_SECS", "2")]).await;
+    let socket = stack.connect("u1", Role::Seeker).await;
+    // Not reading means not answering pings: a dead phone.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut socket = socket;
+    assert_eq!(socket.expect_closed().await, 1001);
+    // A socket that answers pings (reads) stays open past the limit.
+    let mut live = stack.connect("u2", Role::Seeker).await;
+    live.expect_no("error", Duration::from_secs(3)).await;
+    live.assert_usable().await;
+}
+
+#[tokio::test]
+async fn health_stats_and_metrics_answer_without_a_token() {
+    let stack = gateway_only(&[]).await;
+    let mut seeker = stack.connect("u1", Role::Seeker).await;
+    let _provider = stack.connect("p1", Role::Provider).await;
+    let _provider_again = stack.connect("p1", Role::Provider).await;
+    seeker.assert_usable().await;
+    let http = stack.http();
+    let health = http.get("/health", "").await.expect_status(200);
+    assert_eq!(health.body["status"], "ok");
+    assert_eq!(health.body["nats"], "connected");
+    assert_eq!(health.body["connections"], 3);
+    let stats = http
+        .get("/api/websocket/stats", "")
+        .await
+        .expect_status(200);
+    assert_eq!(stats.body["connections"], 3);
+    assert_eq!(stats.body["users"], 2);
+    assert_eq!(stats.body["by_role"]["seeker"], 1);
+    assert_eq!(stats.body["by_role"]["provider"], 2);
+    assert!(stats.body["frames_in"].as_u64().expect("frames_in") >= 1);
+    assert!(stats.body["frames_out"].as_u64().expect("frames_out") >= 1);
+    let metrics = http.get("/metrics", "").await.expect_status(200);
+    let text = metrics.body.as_str().expect("text");
+    assert!(text.contains("gateway_frames_in_total"), "{text}");
+}
+
+#[tokio::test]
+async fn sockets_stay_open_while_nats_restarts_and_events_flow_again() {
+    let mut stack = gateway_only(&[]).await;
+    let mut seeker = stack.connect("u1", Role::Seeker).await;
+    stack.restart_nats().await;
+    seeker.assert_usable().await;
+    // After the client reconnected and resubscribed, REST and events work again.
+    let token = stack.token("u1", Role::Seeker);
+    let mut ok = false;
+    for _ in 0..50 {
+        if stack.http().get("/api/seeker/search", &token).await.status == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok, "REST works again after the NATS restart");
+    let health = stack.http().get("/health", "").await.expect_status(200);
+    assert_eq!(health.body["nats"], "connected");
+}
