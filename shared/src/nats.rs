@@ -93,6 +93,9 @@ struct KvDefinition {
     history: i64,
     storage: stream::StorageType,
     limit_markers_secs: u64,
+    /// Entries older than this disappear (heartbeats); 0 keeps them.
+    #[serde(default)]
+    max_age_secs: u64,
 }
 
 /// Creates or updates the `INBOUND` stream, the worker consumers and the KV buckets from the
@@ -117,6 +120,7 @@ pub async fn provision(client: &Client) -> anyhow::Result<()> {
                 history: bucket.history,
                 storage: bucket.storage,
                 limit_markers: Some(Duration::from_secs(bucket.limit_markers_secs)),
+                max_age: Duration::from_secs(bucket.max_age_secs),
                 ..Default::default()
             })
             .await?;
@@ -143,6 +147,6 @@ mod tests {
             serde_json::from_str(CONSUMER_DEFINITIONS).expect("consumers");
         assert_eq!(consumers.len(), 3);
         let buckets: Vec<KvDefinition> = serde_json::from_str(KV_DEFINITIONS).expect("kv");
-        assert_eq!(buckets.len(), 2);
+        assert_eq!(buckets.len(), 3);
     }
 }

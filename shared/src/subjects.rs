@@ -8,6 +8,7 @@
 //! | `work.<work_id>.response` | gateway -> lifecycle |
 //! | `user.<user_id>.events` | workers -> gateway |
 //! | `user.<user_id>.connected` | gateway -> lifecycle (a socket opened: replay pending orders) |
+//! | `session.<session_id>.ended` | lifecycle -> distance, chat (the session was cancelled or finished) |
 //! | `api.<resource>.<verb>` | gateway -> workers, request/reply |
 //!
 //! Ids only reach a subject after validation (UUIDs, integers, `[A-Za-z0-9_-]{1,64}` user ids), so
@@ -73,6 +74,23 @@ pub fn session(session_id: &Uuid, topic: Topic) -> String {
 /// All sessions' subjects of one topic, for subscriptions and consumer filters.
 pub fn session_wildcard(topic: Topic) -> String {
     format!("session.*.{}", topic.as_str())
+}
+
+/// Announced (core NATS) after a session was cancelled or finished, so workers holding state for
+/// it in memory drop it at once.
+pub fn session_ended(session_id: &Uuid) -> String {
+    format!("session.{session_id}.ended")
+}
+
+pub const SESSIONS_ENDED: &str = "session.*.ended";
+
+/// The session id of a `session.<id>.<anything>` subject.
+pub fn session_id_of(subject: &str) -> Option<Uuid> {
+    let mut tokens = subject.split('.');
+    match (tokens.next(), tokens.next()) {
+        (Some("session"), Some(id)) => Uuid::parse_str(id).ok(),
+        _ => None,
+    }
 }
 
 pub fn message_receipt(message_id: &Uuid) -> String {

@@ -1,4 +1,6 @@
 //! System tests: the real gateway, workers, nats-server and Postgres, driven as clients.
 
+mod distance;
 mod gateway;
 mod lifecycle;
+mod mediums;

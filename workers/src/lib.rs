@@ -6,7 +6,9 @@
 //! frame type to one module.
 
 pub mod api_server;
+pub mod distance;
 pub mod lifecycle;
+pub mod mediums;
 pub mod outbox;
 pub mod runtime;
 pub mod session;

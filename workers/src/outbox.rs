@@ -16,6 +16,9 @@ pub struct Delivery {
     #[serde(default)]
     pub close: bool,
     pub frame: String,
+    /// A notice for other workers, published on this subject instead of the user's events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice_subject: Option<String>,
 }
 
 impl Delivery {
@@ -25,6 +28,7 @@ impl Delivery {
             conn_id: None,
             close: false,
             frame: event.to_json(),
+            notice_subject: None,
         }
     }
 
@@ -61,6 +65,17 @@ impl Outbox {
         });
     }
 
+    /// Tells the other workers the session ended (`session.<id>.ended`).
+    pub fn session_ended(&mut self, session_id: &uuid::Uuid) {
+        self.deliveries.push(Delivery {
+            user_id: String::new(),
+            conn_id: None,
+            close: false,
+            frame: String::new(),
+            notice_subject: Some(shared::subjects::session_ended(session_id)),
+        });
+    }
+
     pub fn into_deliveries(self) -> Vec<Delivery> {
         self.deliveries
     }
@@ -77,7 +92,10 @@ pub async fn publish(nats: &async_nats::Client, deliveries: &[Delivery], trace_i
         if delivery.close {
             nats_headers.insert(headers::CLOSE, "1");
         }
-        let subject = shared::subjects::user_events(&delivery.user_id);
+        let subject = match &delivery.notice_subject {
+            Some(subject) => subject.clone(),
+            None => shared::subjects::user_events(&delivery.user_id),
+        };
         let payload = Bytes::from(delivery.frame.clone());
         if let Err(error) = nats
             .publish_with_headers(subject, nats_headers, payload)

@@ -46,6 +46,7 @@ pub async fn handle(
         row.user_of(role),
         &cancelled(String::from("Connection cancelled successfully")),
     );
+    outbox.session_ended(&session_id);
     outbox.to_user_then_close(
         row.user_of(role.other()),
         &cancelled(format!("{} cancelled the connection", role.title())),

@@ -96,6 +96,7 @@ pub async fn handle(
         row.user_of(role),
         &finished(String::from("Service marked as finished successfully")),
     );
+    outbox.session_ended(&session_id);
     outbox.to_user_then_close(
         row.user_of(role.other()),
         &finished(format!("{} marked the service as finished", role.title())),

@@ -1,0 +1,42 @@
+//! The distance worker binary: live distance between the two parties of a session.
+
+use clap::Parser;
+use shared::config::{DatabaseConfig, NatsConfig};
+use std::time::Duration;
+use workers::distance::{self, DistanceConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "distance",
+    about = "Locations, haversine distance, periodic distance updates"
+)]
+struct Config {
+    #[command(flatten)]
+    nats: NatsConfig,
+    #[command(flatten)]
+    database: DatabaseConfig,
+    /// Seconds between periodic distance updates of a live session.
+    #[arg(long, env = "DISTANCE_TICK_SECS", default_value_t = 30.0)]
+    distance_tick_secs: f64,
+    /// A party must move at least this many meters to trigger an immediate update.
+    #[arg(long, env = "DISTANCE_MIN_MOVE_M", default_value_t = 50.0)]
+    distance_min_move_m: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let (nats, pool) =
+        workers::startup::connect("distance", &config.nats, Some(&config.database)).await;
+    let Some(pool) = pool else {
+        anyhow::bail!("no database pool");
+    };
+    let distance_config = DistanceConfig {
+        tick: Duration::from_secs_f64(config.distance_tick_secs.max(0.1)),
+        min_move_meters: config.distance_min_move_m,
+    };
+    tokio::select! {
+        result = distance::run(nats, pool, distance_config) => result,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}

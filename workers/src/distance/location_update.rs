@@ -1,0 +1,173 @@
+//! `location_update` for a session this instance owns: checks the sender and the coordinates,
+//! records the position and sends `distance_update` to both parties when one is due.
+
+use super::DistanceConfig;
+use super::tracker::{TrackedSession, Tracker};
+use crate::outbox::{Delivery, publish};
+use serde_json::Value;
+use shared::auth::Role;
+use shared::frames::{ClientFrame, Event, errors};
+use shared::geo::{self, Position};
+use shared::headers;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+#[derive(FromRow)]
+pub struct StoredSession {
+    pub session_id: Uuid,
+    pub seeker_id: String,
+    pub provider_id: String,
+    pub connection_state: String,
+    pub seeker_latitude: Option<f64>,
+    pub seeker_longitude: Option<f64>,
+    pub provider_latitude: Option<f64>,
+    pub provider_longitude: Option<f64>,
+    pub current_distance_meters: Option<f64>,
+}
+
+pub const STORED_COLUMNS_QUERY: &str = "SELECT session_id, seeker_id, provider_id, connection_state, \
+     seeker_latitude, seeker_longitude, provider_latitude, provider_longitude, current_distance_meters \
+     FROM work_sessions WHERE session_id = $1";
+
+impl StoredSession {
+    pub fn into_tracked(self) -> TrackedSession {
+        let position = |latitude: Option<f64>, longitude: Option<f64>| {
+            latitude
+                .zip(longitude)
+                .and_then(|(latitude, longitude)| Position::new(latitude, longitude))
+        };
+        let seeker = position(self.seeker_latitude, self.seeker_longitude);
+        let provider = position(self.provider_latitude, self.provider_longitude);
+        TrackedSession {
+            seeker_id: self.seeker_id,
+            provider_id: self.provider_id,
+            seeker,
+            provider,
+            used: seeker.zip(provider),
+            last_distance_meters: self.current_distance_meters,
+        }
+    }
+}
+
+struct Sender {
+    user_id: String,
+    role: Role,
+    conn_id: String,
+}
+
+fn sender_of(message: &async_nats::Message) -> Option<Sender> {
+    let headers = message.headers.as_ref()?;
+    Some(Sender {
+        user_id: headers.get(headers::USER_ID)?.as_str().to_owned(),
+        role: Role::parse(headers.get(headers::ROLE)?.as_str())?,
+        conn_id: headers.get(headers::CONN_ID)?.as_str().to_owned(),
+    })
+}
+
+fn coordinates(latitude: Option<Value>, longitude: Option<Value>) -> Option<Position> {
+    Position::new(latitude?.as_f64()?, longitude?.as_f64()?)
+}
+
+pub async fn handle(
+    tracker: &mut Tracker,
+    pool: &PgPool,
+    nats: &async_nats::Client,
+    config: &DistanceConfig,
+    session_id: Uuid,
+    message: async_nats::Message,
+) {
+    let Some(sender) = sender_of(&message) else {
+        tracing::warn!(subject = %message.subject, "location frame without gateway headers");
+        return;
+    };
+    let refuse = |error: &str| {
+        let event = Event::error(error, Some("location_update"), Some(session_id));
+        Delivery::to_socket(&sender.user_id, &sender.conn_id, &event)
+    };
+    let position = match serde_json::from_slice::<ClientFrame>(&message.payload) {
+        Ok(ClientFrame::LocationUpdate {
+            latitude,
+            longitude,
+            ..
+        }) => coordinates(latitude, longitude),
+        _ => None,
+    };
+    if !tracker.sessions.contains_key(&session_id) {
+        match load(pool, session_id).await {
+            Ok(Some(stored))
+                if stored.connection_state == "waiting" || stored.connection_state == "active" =>
+            {
+                tracker.sessions.insert(session_id, stored.into_tracked());
+            }
+            Ok(Some(stored)) if is_participant(&stored.seeker_id, &stored.provider_id, &sender) => {
+                publish(nats, &[refuse(errors::SESSION_ENDED)], "").await;
+                return;
+            }
+            Ok(_) => {
+                publish(nats, &[refuse(errors::SESSION_NOT_FOUND)], "").await;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot load a session; dropping a location frame");
+                return;
+            }
+        }
+    }
+    let Some(session) = tracker.sessions.get_mut(&session_id) else {
+        return;
+    };
+    if !is_participant(&session.seeker_id, &session.provider_id, &sender) {
+        publish(nats, &[refuse(errors::SESSION_NOT_FOUND)], "").await;
+        return;
+    }
+    let Some(position) = position else {
+        publish(nats, &[refuse(errors::INVALID_COORDINATES)], "").await;
+        return;
+    };
+    match sender.role {
+        Role::Seeker => session.seeker = Some(position),
+        Role::Provider => session.provider = Some(position),
+    }
+    if session.update_due(config.min_move_meters) {
+        send_update(nats, session_id, session).await;
+    }
+}
+
+fn is_participant(seeker_id: &str, provider_id: &str, sender: &Sender) -> bool {
+    match sender.role {
+        Role::Seeker => seeker_id == sender.user_id,
+        Role::Provider => provider_id == sender.user_id,
+    }
+}
+
+async fn load(pool: &PgPool, session_id: Uuid) -> Result<Option<StoredSession>, sqlx::Error> {
+    sqlx::query_as::<_, StoredSession>(STORED_COLUMNS_QUERY)
+        .bind(session_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Sends `distance_update` from the latest positions to both parties and remembers them as used.
+pub async fn send_update(
+    nats: &async_nats::Client,
+    session_id: Uuid,
+    session: &mut TrackedSession,
+) {
+    let Some((seeker, provider)) = session.both() else {
+        return;
+    };
+    let meters = geo::distance_meters(seeker, provider);
+    session.used = Some((seeker, provider));
+    session.last_distance_meters = Some(meters);
+    let event = Event::DistanceUpdate {
+        session_id,
+        distance_meters: (meters * 10.0).round() / 10.0,
+        distance_formatted: geo::format_away(meters),
+        timestamp: shared::time::now(),
+    };
+    let deliveries = [
+        Delivery::to_user(&session.seeker_id, &event),
+        Delivery::to_user(&session.provider_id, &event),
+    ];
+    publish(nats, &deliveries, "").await;
+}

@@ -1,0 +1,46 @@
+//! The owned sessions' positions, kept in memory between frames.
+
+use shared::geo::{self, Position};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+#[derive(Clone, Debug)]
+pub struct TrackedSession {
+    pub seeker_id: String,
+    pub provider_id: String,
+    pub seeker: Option<Position>,
+    pub provider: Option<Position>,
+    /// The positions the last `distance_update` was computed from.
+    pub used: Option<(Position, Position)>,
+    pub last_distance_meters: Option<f64>,
+}
+
+impl TrackedSession {
+    pub fn both(&self) -> Option<(Position, Position)> {
+        self.seeker.zip(self.provider)
+    }
+
+    /// True when an update is due after a position changed: both became known, or either party
+    /// moved at least `min_move_meters` from the position used last time.
+    pub fn update_due(&self, min_move_meters: f64) -> bool {
+        match (self.both(), self.used) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some((seeker, provider)), Some((used_seeker, used_provider))) => {
+                geo::distance_meters(seeker, used_seeker) >= min_move_meters
+                    || geo::distance_meters(provider, used_provider) >= min_move_meters
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Tracker {
+    pub sessions: HashMap<Uuid, TrackedSession>,
+}
+
+impl Tracker {
+    pub fn forget(&mut self, session_id: &Uuid) {
+        self.sessions.remove(session_id);
+    }
+}
