@@ -292,9 +292,11 @@ impl Connection {
         let frame_id = format!("{}-{}", self.conn_id, self.frames);
         let mut headers = identity_headers(&self.identity, &self.conn_id);
         headers.insert(headers::TRACE_ID, frame_id.as_str());
+        // The chat number advances only once a publish is acknowledged, so the chat worker never
+        // waits for a number that was not stored.
+        let chat_frame = self.chat_frames + 1;
         if chat_ordered {
-            self.chat_frames += 1;
-            headers.insert(headers::CHAT_FRAME, self.chat_frames.to_string().as_str());
+            headers.insert(headers::CHAT_FRAME, chat_frame.to_string().as_str());
         }
         let payload = Bytes::from(text);
         let started = Instant::now();
@@ -310,6 +312,9 @@ impl Connection {
                 .nats
                 .publish_with_headers(subject, headers, payload)
                 .await?;
+        }
+        if chat_ordered {
+            self.chat_frames = chat_frame;
         }
         metrics::histogram!("gateway_publish_seconds", "durable" => if durable { "true" } else { "false" })
             .record(started.elapsed().as_secs_f64());

@@ -1,5 +1,6 @@
 //! System tests: the real gateway, workers, nats-server and Postgres, driven as clients.
 
+mod chat;
 mod distance;
 mod gateway;
 mod lifecycle;

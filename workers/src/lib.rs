@@ -6,7 +6,10 @@
 //! frame type to one module.
 
 pub mod api_server;
+pub mod chat;
 pub mod distance;
+pub mod expiry;
+pub mod lease;
 pub mod lifecycle;
 pub mod mediums;
 pub mod outbox;

@@ -82,6 +82,22 @@ impl FrameError {
 
 /// One worker kind's frame handling: a `match` from frame type to handler module.
 pub trait FrameHandler: Send + Sync + 'static {
+    /// Whether handling `frame` changes state and so must be recorded against redelivery.
+    /// Read-only frames (a `resume`) are simply handled again when redelivered.
+    fn changes_state(&self, _frame: &ClientFrame) -> bool {
+        true
+    }
+
+    /// Whether the frame may be handled now; `Err(NotYet)` sends it back for a moment (used by
+    /// the chat worker to keep a sender's frames in order across instances).
+    fn admit(
+        &self,
+        _pool: &PgPool,
+        _inbound: &Inbound,
+    ) -> impl Future<Output = Result<(), FrameError>> + Send {
+        async { Ok(()) }
+    }
+
     fn handle(
         &self,
         tx: &mut PgConnection,
@@ -169,7 +185,12 @@ pub async fn run_consumer<H: FrameHandler>(
         .collect();
     tracing::info!(consumer = consumer_name, lanes = lanes.len(), "consuming");
     loop {
-        let mut messages = match consumer.messages().await {
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(64)
+            .messages()
+            .await
+        {
             Ok(messages) => messages,
             Err(error) => {
                 tracing::warn!(%error, "cannot pull; retrying");
@@ -211,10 +232,13 @@ async fn process<H: FrameHandler>(
     let outcome = handle_once(handler, pool, &inbound, &message.payload).await;
     match outcome {
         Ok(deliveries) => {
-            crate::outbox::publish(nats, &deliveries, &inbound.trace_id).await;
+            // Ack before publishing, on the same connection: if the events reached the server, so
+            // did the ack, and a redelivery (which re-publishes the stored events) only happens
+            // when they did not. Clients get each event once.
             if let Err(error) = message.ack().await {
                 tracing::warn!(%error, "ack failed; the frame will be redelivered and deduplicated");
             }
+            crate::outbox::publish(nats, &deliveries, &inbound.trace_id).await;
         }
         Err(FrameError::Refused { error, session_id }) => {
             let request_type = serde_json::from_slice::<Value>(&message.payload)
@@ -228,7 +252,7 @@ async fn process<H: FrameHandler>(
         }
         Err(FrameError::NotYet) => {
             let _ = message
-                .ack_with(AckKind::Nak(Some(Duration::from_millis(20))))
+                .ack_with(AckKind::Nak(Some(Duration::from_millis(10))))
                 .await;
         }
         Err(FrameError::Retry(error)) => {
@@ -248,7 +272,16 @@ async fn handle_once<H: FrameHandler>(
     inbound: &Inbound,
     payload: &[u8],
 ) -> Result<Vec<Delivery>, FrameError> {
+    let frame: ClientFrame = serde_json::from_slice(payload)
+        .map_err(|error| FrameError::refused(format!("invalid frame: {error}"), None))?;
+    handler.admit(pool, inbound).await?;
     let mut tx = pool.begin().await?;
+    if !handler.changes_state(&frame) {
+        let mut outbox = Outbox::default();
+        handler.handle(&mut tx, inbound, frame, &mut outbox).await?;
+        tx.commit().await?;
+        return Ok(outbox.into_deliveries());
+    }
     let claimed = sqlx::query(
         "INSERT INTO handled_frames (frame_id, events) VALUES ($1, '[]') ON CONFLICT DO NOTHING",
     )
@@ -267,8 +300,6 @@ async fn handle_once<H: FrameHandler>(
         tracing::info!(frame_id = %inbound.frame_id, "redelivered frame already handled; re-publishing its events");
         return Ok(stored.map(|events| events.0).unwrap_or_default());
     }
-    let frame: ClientFrame = serde_json::from_slice(payload)
-        .map_err(|error| FrameError::refused(format!("invalid frame: {error}"), None))?;
     let mut outbox = Outbox::default();
     handler.handle(&mut tx, inbound, frame, &mut outbox).await?;
     let deliveries = outbox.into_deliveries();

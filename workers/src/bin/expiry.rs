@@ -1,0 +1,35 @@
+//! The expiry worker binary: deletes expired chat messages, once per period across instances.
+
+use clap::Parser;
+use shared::config::{DatabaseConfig, NatsConfig};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "expiry",
+    about = "Deletes expired chat messages and old bookkeeping rows"
+)]
+struct Config {
+    #[command(flatten)]
+    nats: NatsConfig,
+    #[command(flatten)]
+    database: DatabaseConfig,
+    /// Seconds between sweeps.
+    #[arg(long, env = "EXPIRY_SWEEP_SECS", default_value_t = 60)]
+    expiry_sweep_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let (nats, pool) =
+        workers::startup::connect("expiry", &config.nats, Some(&config.database)).await;
+    let Some(pool) = pool else {
+        anyhow::bail!("no database pool");
+    };
+    let period = Duration::from_secs(config.expiry_sweep_secs.max(1));
+    tokio::select! {
+        result = workers::expiry::run(nats, pool, period) => result,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}

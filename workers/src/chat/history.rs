@@ -1,0 +1,94 @@
+//! `GET /api/sessions/{id}/messages?limit=50&before=<seq>`: the newest `limit` messages (default
+//! 50, at most 200) below `before`, oldest first, with `has_more` when older ones exist. For
+//! participants only; ended sessions keep their history until it expires.
+
+use crate::api_server::Caller;
+use serde::Serialize;
+use shared::api::{ApiRequest, ApiResponse};
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+#[derive(FromRow)]
+struct Row {
+    message_id: Uuid,
+    seq: i64,
+    sender_type: String,
+    message_text: String,
+    delivery_status: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Serialize)]
+struct Message {
+    message_id: Uuid,
+    seq: i64,
+    sender_type: String,
+    message: String,
+    delivery_status: String,
+    timestamp: String,
+}
+
+pub async fn list(
+    pool: &PgPool,
+    caller: &Caller,
+    request: ApiRequest,
+) -> anyhow::Result<ApiResponse> {
+    let Some(session_id) = request
+        .id
+        .as_deref()
+        .and_then(|id| Uuid::parse_str(id).ok())
+    else {
+        return Ok(ApiResponse::not_found("session"));
+    };
+    let limit = match request.query.get("limit").map(|limit| limit.parse::<i64>()) {
+        None => 50,
+        Some(Ok(limit)) if limit >= 1 => limit.min(200),
+        Some(_) => return Ok(ApiResponse::error(422, "limit must be a positive integer")),
+    };
+    let before = match request
+        .query
+        .get("before")
+        .map(|before| before.parse::<i64>())
+    {
+        None => None,
+        Some(Ok(before)) => Some(before),
+        Some(Err(_)) => return Ok(ApiResponse::error(422, "before must be an integer seq")),
+    };
+    let mut connection = pool.acquire().await?;
+    let session = crate::session::load(&mut connection, session_id).await?;
+    if session
+        .and_then(|row| row.role_of(&caller.user_id, caller.role))
+        .is_none()
+    {
+        return Ok(ApiResponse::not_found("session"));
+    }
+    let mut rows = sqlx::query_as::<_, Row>(
+        "SELECT message_id, seq, sender_type, message_text, delivery_status, created_at
+         FROM chat_messages
+         WHERE session_id = $1 AND ($2::bigint IS NULL OR seq < $2)
+           AND (expires_at IS NULL OR expires_at > now())
+         ORDER BY seq DESC LIMIT $3",
+    )
+    .bind(session_id)
+    .bind(before)
+    .bind(limit + 1)
+    .fetch_all(&mut *connection)
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    rows.reverse();
+    let messages: Vec<Message> = rows
+        .into_iter()
+        .map(|row| Message {
+            message_id: row.message_id,
+            seq: row.seq,
+            sender_type: row.sender_type,
+            message: row.message_text,
+            delivery_status: row.delivery_status,
+            timestamp: shared::time::rfc3339(row.created_at),
+        })
+        .collect();
+    Ok(ApiResponse::ok(
+        serde_json::json!({ "messages": messages, "has_more": has_more }),
+    ))
+}

@@ -1,0 +1,80 @@
+//! `resume` after a reconnect: `session_state` (the snapshot as REST shows it), then every stored
+//! message with `seq > last_seq`, in order, as `chat_message` frames, to the resuming socket only.
+//! Read-only, so a redelivery simply answers again.
+
+use crate::outbox::Outbox;
+use crate::runtime::{FrameError, Sender};
+use crate::session;
+use serde_json::Value;
+use shared::auth::Role;
+use shared::frames::Event;
+use sqlx::{FromRow, PgConnection};
+use uuid::Uuid;
+
+#[derive(FromRow)]
+struct Missed {
+    message_id: Uuid,
+    seq: i64,
+    sender_type: String,
+    message_text: String,
+    delivery_status: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn handle(
+    tx: &mut PgConnection,
+    sender: &Sender,
+    session_id: Uuid,
+    last_seq: Option<Value>,
+    outbox: &mut Outbox,
+) -> Result<(), FrameError> {
+    let (row, role) = session::participant(session::load(tx, session_id).await?, sender)?;
+    let last_seq = match last_seq {
+        None | Some(Value::Null) => 0,
+        Some(value) => match value.as_i64() {
+            Some(seq) if seq >= 0 => seq,
+            _ => {
+                return Err(FrameError::refused(
+                    "last_seq must be a non-negative integer",
+                    Some(session_id),
+                ));
+            }
+        },
+    };
+    outbox.to_socket(
+        &sender.user_id,
+        &sender.conn_id,
+        &Event::SessionState(row.snapshot(role)),
+    );
+    let missed = sqlx::query_as::<_, Missed>(
+        "SELECT message_id, seq, sender_type, message_text, delivery_status, created_at
+         FROM chat_messages
+         WHERE session_id = $1 AND seq > $2 AND (expires_at IS NULL OR expires_at > now())
+         ORDER BY seq",
+    )
+    .bind(session_id)
+    .bind(last_seq)
+    .fetch_all(&mut *tx)
+    .await?;
+    for message in missed {
+        let sender_type = if message.sender_type == "seeker" {
+            Role::Seeker
+        } else {
+            Role::Provider
+        };
+        outbox.to_socket(
+            &sender.user_id,
+            &sender.conn_id,
+            &Event::ChatMessage {
+                message_id: message.message_id,
+                session_id,
+                sender_type,
+                message: message.message_text,
+                seq: message.seq,
+                delivery_status: message.delivery_status,
+                timestamp: shared::time::rfc3339(message.created_at),
+            },
+        );
+    }
+    Ok(())
+}
