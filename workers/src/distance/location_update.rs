@@ -92,12 +92,12 @@ pub async fn handle(
         }) => coordinates(latitude, longitude),
         _ => None,
     };
-    if !tracker.sessions.contains_key(&session_id) {
+    if let std::collections::hash_map::Entry::Vacant(vacant) = tracker.sessions.entry(session_id) {
         match load(pool, session_id).await {
             Ok(Some(stored))
                 if stored.connection_state == "waiting" || stored.connection_state == "active" =>
             {
-                tracker.sessions.insert(session_id, stored.into_tracked());
+                vacant.insert(stored.into_tracked());
             }
             Ok(Some(stored)) if is_participant(&stored.seeker_id, &stored.provider_id, &sender) => {
                 publish(nats, &[refuse(errors::SESSION_ENDED)], "").await;
