@@ -3,6 +3,7 @@
 //! opens a database connection, so it can run as many copies as sockets require.
 
 mod auth;
+mod dev;
 mod inbound;
 mod registry;
 mod rest;
@@ -39,6 +40,12 @@ pub struct Config {
     /// Events queued for one socket before the client counts as too slow and is disconnected.
     #[arg(long, env = "WS_OUTBOUND_QUEUE", default_value_t = 256)]
     pub ws_outbound_queue: usize,
+    /// Folder of the web client served at `/`.
+    #[arg(long, env = "WEB_ROOT", default_value = "web")]
+    pub web_root: String,
+    /// Development only: mint demo tokens at `POST /dev/token`. Never in production.
+    #[arg(long, env = "GATEWAY_DEV_MODE", default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub dev_mode: bool,
 }
 
 /// What every request handler and socket task shares.
@@ -67,6 +74,11 @@ async fn main() -> anyhow::Result<()> {
         nats,
         config: config.clone(),
     });
+    if config.dev_mode {
+        tracing::warn!(
+            "DEVELOPMENT MODE: anyone can mint tokens at POST /dev/token. Never run this in production."
+        );
+    }
     let app = router(state.clone());
     let listener = tokio::net::TcpListener::bind(&config.gateway_addr)
         .await
@@ -81,7 +93,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn router(state: SharedState) -> Router {
-    Router::new()
+    let web = tower_http::services::ServeDir::new(&state.config.web_root);
+    let mut router = Router::new();
+    if state.config.dev_mode {
+        router = router.route("/dev/token", post(dev::mint_token));
+    }
+    router
         .route("/health", get(stats::health))
         .route("/api/websocket/stats", get(stats::websocket_stats))
         .route("/metrics", get(stats::metrics))
@@ -108,6 +125,7 @@ fn router(state: SharedState) -> Router {
             "/api/sessions/{session_id}/messages",
             get(rest::list_messages),
         )
+        .fallback_service(web)
         .with_state(state)
 }
 

@@ -154,6 +154,10 @@ impl TestStack {
             ),
             (String::from("DATABASE_POOL_SIZE"), String::from("4")),
             (String::from("RUST_LOG"), String::from("info")),
+            (
+                String::from("WEB_ROOT"),
+                format!("{}/../web", env!("CARGO_MANIFEST_DIR")),
+            ),
         ];
         env.extend(options.env);
         let mut stack = TestStack {

@@ -357,3 +357,54 @@ async fn sockets_stay_open_while_nats_restarts_and_events_flow_again() {
     let health = stack.http().get("/health", "").await.expect_status(200);
     assert_eq!(health.body["nats"], "connected");
 }
+
+#[tokio::test]
+async fn the_web_page_is_served_and_tokens_are_minted_only_in_development_mode() {
+    let production = gateway_only(&[]).await;
+    let page = reqwest::get(format!("http://{}/", production.gateway))
+        .await
+        .expect("page");
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(
+        page.text()
+            .await
+            .expect("html")
+            .to_lowercase()
+            .contains("<!doctype html>")
+    );
+    let minted = production
+        .http()
+        .post("/dev/token", "", json!({"user_id": "u1", "role": "seeker"}))
+        .await;
+    assert!(
+        minted.status == 404 || minted.status == 405,
+        "no token minting: {}",
+        minted.status
+    );
+    assert!(minted.body.get("token").is_none());
+
+    let development = gateway_only(&[("GATEWAY_DEV_MODE", "1")]).await;
+    let minted = development
+        .http()
+        .post(
+            "/dev/token",
+            "",
+            json!({"user_id": "u1", "role": "provider", "name": "Demo"}),
+        )
+        .await
+        .expect_status(200);
+    let token = minted.body["token"].as_str().expect("token");
+    let mut socket = Client::connect(&development.gateway, Role::Provider, token)
+        .await
+        .expect("the minted token works");
+    socket.assert_usable().await;
+    development
+        .http()
+        .post(
+            "/dev/token",
+            "",
+            json!({"user_id": "a.b", "role": "seeker"}),
+        )
+        .await
+        .expect_status(422);
+}
