@@ -179,3 +179,10 @@ impl Client {
         let _ = self.socket.close(None).await;
     }
 }
+
+impl Client {
+    /// The underlying socket, for load generators that split reading and writing.
+    pub fn into_socket(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.socket
+    }
+}

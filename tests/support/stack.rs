@@ -65,11 +65,18 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The system's binaries: `target/debug` for tests, or `MARKETPLACE_BIN_DIR` (the benchmarks use
+/// `target/release`).
 fn binary(name: &str) -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
+    let directory = std::env::var("MARKETPLACE_BIN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("debug").join(name);
+        .unwrap_or_else(|_| {
+            std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+                .join("debug")
+        });
+    let path = directory.join(name);
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --bins` (scripts/test.sh does)",
@@ -205,6 +212,18 @@ impl TestStack {
         let instance = self.workers.get(kind).map_or(0, Vec::len);
         let child = self.spawn(kind, instance);
         self.workers.entry(kind.to_owned()).or_default().push(child);
+    }
+
+    /// Process ids of a worker kind's instances (for CPU and memory readings).
+    pub fn worker_pids(&self, kind: &str) -> Vec<u32> {
+        self.workers
+            .get(kind)
+            .map(|children| children.iter().map(Child::id).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.gateway_process.as_ref().map(Child::id)
     }
 
     /// Kills every instance of a worker kind with SIGKILL (no chance to finish anything).

@@ -1,0 +1,63 @@
+//! Benchmarks that report numbers (not timed tests). Each starts its own stack with the release
+//! binaries (`scripts/bench.sh` builds them) against the machine's Postgres and a local
+//! nats-server, drives it through real sockets, and prints a table.
+//!
+//!   bench chat      end-to-end chat latency at steady rates, and the highest rate with p99 < 50 ms
+//!   bench distance  distance worker CPU per 1,000 location updates and update delay p50/p99
+//!   bench sockets   gateway memory per idle socket
+
+mod chat;
+mod distance;
+mod sockets;
+
+use hdrhistogram::Histogram;
+
+/// Reads a process's consumed CPU time (user + system) in seconds from /proc.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, i.e. 11 and 12 after the command.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|value| value.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub fn millis(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+    histogram.value_at_quantile(quantile) as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let which = std::env::args().nth(1).unwrap_or_default();
+    match which.as_str() {
+        "chat" => chat::run().await,
+        "distance" => distance::run().await,
+        "sockets" => sockets::run().await,
+        _ => {
+            eprintln!("usage: bench chat|distance|sockets  (scripts/bench.sh runs them all)");
+            std::process::exit(2);
+        }
+    }
+}
