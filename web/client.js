@@ -185,7 +185,6 @@ export class PartyClient extends Emitter {
     this.ws = null;
     this.state = 'idle';
     this.attempt = 0;
-    this.everOpened = false;
     this.userClosed = false;
     this.offlineUntil = 0;
     this.reconnectTimer = null;
@@ -245,7 +244,7 @@ export class PartyClient extends Emitter {
       this.emit('error', { type: 'error', error: 'your token has expired: sign in again', request_type: null, local: true });
       return;
     }
-    this.setState(this.everOpened ? 'reconnecting' : 'connecting', { attempt: this.attempt });
+    this.setState(this.attempt > 0 ? 'reconnecting' : 'connecting', { attempt: this.attempt });
     let ws;
     try {
       ws = new this.WebSocketImpl(this.socketUrl);
@@ -272,9 +271,8 @@ export class PartyClient extends Emitter {
 
   onOpen(ws) {
     if (this.ws !== ws) return;
+    const reconnected = this.attempt > 0;
     this.attempt = 0;
-    const reconnected = this.everOpened;
-    this.everOpened = true;
     this.lastHeardAt = Date.now();
     this.startHeartbeat();
     this.setState('open', { reconnected });

@@ -56,6 +56,15 @@ for binary in provision lifecycle mediums distance chat expiry gateway token; do
   [ -x "$BIN/$binary" ] || die "$BIN/$binary is missing: run cargo build --bins (scripts/test.sh does)"
 done
 
+rm -rf "$ARTIFACTS"
+mkdir -p "$LOGS"
+TMP="$(mktemp -d /tmp/marketplace-web-e2e.XXXXXX)"
+UNIT_LOG="$LOGS/client-unit-tests.log"
+
+# The client's delivery logic first: a fake socket, no browser, under a second.
+node --test "$HERE/client.test.mjs" >"$UNIT_LOG" 2>&1 || { cat "$UNIT_LOG" >&2; die "client.js unit tests failed"; }
+log "client.js unit tests: $(sed -n 's/^# pass //p' "$UNIT_LOG") passed"
+
 find_nats_server
 ensure_postgres
 
@@ -64,9 +73,6 @@ free_port() {
   node -e 'const s = require("net").createServer(); s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
 }
 
-rm -rf "$ARTIFACTS"
-mkdir -p "$LOGS"
-TMP="$(mktemp -d /tmp/marketplace-web-e2e.XXXXXX)"
 NATS_PORT=$(free_port)
 GATEWAY_PORT=$(free_port)
 NODEV_PORT=$(free_port)
