@@ -330,7 +330,7 @@ function createPane(root, role, { devMode, defaults }) {
     }
   }
 
-  function start(newToken) {
+  async function start(newToken) {
     const claims = decodeTokenClaims(newToken);
     if (!claims?.sub) {
       notify('error', 'That does not look like a token (a JWT has three parts separated by dots).');
@@ -340,9 +340,21 @@ function createPane(root, role, { devMode, defaults }) {
       notify('error', `That token is for a ${claims.role ?? 'user without a role'}; this pane needs a ${role}'s token.`);
       return;
     }
+    const candidate = role === 'seeker' ? new SeekerClient({ token: newToken }) : new ProviderClient({ token: newToken });
+    try {
+      // A browser cannot see why a WebSocket upgrade failed, so ask REST first: a refused token
+      // would otherwise look like an endless "reconnecting".
+      await candidate.api.request('GET', '/api/me/profile');
+    } catch (error) {
+      if (error.status === 401 || error.status === 403) {
+        notify('error', `The server refused this token: ${error.message} (HTTP ${error.status})`);
+        return;
+      }
+      // Anything else (a worker restarting...) is the socket's business to retry.
+    }
     token = newToken;
     userId = claims.sub;
-    client = role === 'seeker' ? new SeekerClient({ token }) : new ProviderClient({ token });
+    client = candidate;
     wire(client);
     who.textContent = `${claims.name ?? userId} (${userId})`;
     signin.hidden = true;

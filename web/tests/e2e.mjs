@@ -354,6 +354,13 @@ async function main() {
           await P.locator('.token-input').fill(PASTE_TOKEN);
           await P.locator('.signin-token button').click();
           await expectText(P.locator('.notice.error'), "That token is for a seeker; this pane needs a provider's token.");
+          // A provider token with a signature the server did not make.
+          const [header, , signature] = PASTE_TOKEN.split('.');
+          const claims = Buffer.from(JSON.stringify({ sub: 'forged', role: 'provider', exp: Math.floor(Date.now() / 1000) + 600 })).toString('base64url');
+          await P.locator('.token-input').fill(`${header}.${claims}.${signature}`);
+          await P.locator('.signin-token button').click();
+          await expectText(P.locator('.notice.error'), 'The server refused this token');
+          await expectText(P.locator('.conn'), 'Offline');
           await S.locator('.token-input').fill(PASTE_TOKEN);
           await S.locator('.signin-token button').click();
           await expectText(S.locator('.conn'), 'Online', { what: 'seeker connection badge with a pasted token' });
