@@ -40,6 +40,9 @@ pub struct Config {
     /// Events queued for one socket before the client counts as too slow and is disconnected.
     #[arg(long, env = "WS_OUTBOUND_QUEUE", default_value_t = 256)]
     pub ws_outbound_queue: usize,
+    /// A socket whose writes stall this long (the client stopped reading) is dropped.
+    #[arg(long, env = "WS_SEND_TIMEOUT_SECS", default_value_t = 10)]
+    pub ws_send_timeout_secs: u64,
     /// Folder of the web client served at `/`.
     #[arg(long, env = "WEB_ROOT", default_value = "web")]
     pub web_root: String,

@@ -99,6 +99,7 @@ async fn run(state: SharedState, identity: Identity, mut socket: WebSocket) {
     let idle_limit = Duration::from_secs(state.config.ws_idle_timeout_secs.max(1));
     let mut ticker = tokio::time::interval(ping_after.min(idle_limit) / 2);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let send_timeout = Duration::from_secs(state.config.ws_send_timeout_secs.max(1));
     let mut last_heard = Instant::now();
     let mut connection = Connection {
         state: state.clone(),
@@ -139,8 +140,15 @@ async fn run(state: SharedState, identity: Identity, mut socket: WebSocket) {
             next = queued.recv() => match next {
                 Some(Outgoing::Frame(frame)) => {
                     state.stats.frame_out();
-                    if socket.send(Message::Text(frame)).await.is_err() {
-                        break;
+                    match tokio::time::timeout(send_timeout, socket.send(Message::Text(frame))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            // The client stopped reading and the kernel buffers are full.
+                            tracing::info!(user_id = %connection.identity.user_id, conn_id = %connection.conn_id, "dropping a socket whose writes stalled");
+                            metrics::counter!("gateway_slow_client_evictions_total").increment(1);
+                            break;
+                        }
                     }
                 }
                 Some(Outgoing::Close) | None => {
@@ -150,7 +158,8 @@ async fn run(state: SharedState, identity: Identity, mut socket: WebSocket) {
             },
             () = evict.notified() => {
                 tracing::info!(user_id = %connection.identity.user_id, conn_id = %connection.conn_id, "evicting a client that cannot keep up");
-                let _ = close(&mut socket, close_code::AGAIN, "client too slow: outbound queue full").await;
+                let closing = close(&mut socket, close_code::AGAIN, "client too slow: outbound queue full");
+                let _ = tokio::time::timeout(send_timeout, closing).await;
                 break;
             }
             _ = ticker.tick() => {

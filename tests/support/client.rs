@@ -186,3 +186,21 @@ impl Client {
         self.socket
     }
 }
+
+impl Client {
+    /// Reads until the server closes or drops the socket; true if that happens within `wait`.
+    pub async fn disconnected_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) => return true,
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    self.closed_with = Some(frame.map_or(1005, |frame| u16::from(frame.code)));
+                    return true;
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}

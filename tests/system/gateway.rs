@@ -408,3 +408,41 @@ async fn the_web_page_is_served_and_tokens_are_minted_only_in_development_mode()
         .await
         .expect_status(422);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_without_slowing_others() {
+    let stack = gateway_only(&[("WS_OUTBOUND_QUEUE", "8"), ("WS_SEND_TIMEOUT_SECS", "1")]).await;
+    let mut slow = stack.connect("slow", Role::Seeker).await;
+    let mut other = stack.connect("other", Role::Seeker).await;
+    let nats = stack.nats().await;
+    let frame = json!({"type": "chat_message", "message": "x".repeat(8 * 1024)}).to_string();
+    // Flood the slow user's events (as a worker would) while it reads nothing.
+    let flood = {
+        let nats = nats.clone();
+        tokio::spawn(async move {
+            for _ in 0..3000 {
+                let _ = nats.publish("user.slow.events", frame.clone().into()).await;
+            }
+            let _ = nats.flush().await;
+        })
+    };
+    let started = std::time::Instant::now();
+    other.assert_usable().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "others are not slowed down"
+    );
+    let _ = flood.await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        slow.disconnected_within(Duration::from_secs(20)).await,
+        "the slow client was disconnected"
+    );
+    other.assert_usable().await;
+    let stats = stack
+        .http()
+        .get("/api/websocket/stats", "")
+        .await
+        .expect_status(200);
+    assert_eq!(stats.body["connections"], 1);
+}
