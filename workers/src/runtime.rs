@@ -98,6 +98,9 @@ pub trait FrameHandler: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// Called after the frame's transaction committed.
+    fn committed(&self, _inbound: &Inbound) {}
+
     fn handle(
         &self,
         tx: &mut PgConnection,
@@ -280,6 +283,7 @@ async fn handle_once<H: FrameHandler>(
         let mut outbox = Outbox::default();
         handler.handle(&mut tx, inbound, frame, &mut outbox).await?;
         tx.commit().await?;
+        handler.committed(inbound);
         return Ok(outbox.into_deliveries());
     }
     let claimed = sqlx::query(
@@ -309,5 +313,6 @@ async fn handle_once<H: FrameHandler>(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    handler.committed(inbound);
     Ok(deliveries)
 }

@@ -12,6 +12,7 @@ use crate::session;
 use serde_json::Value;
 use shared::frames::Event;
 use sqlx::{FromRow, PgConnection};
+use std::sync::Arc;
 use uuid::Uuid;
 
 const MAX_MESSAGE_CHARS: usize = 4000;
@@ -30,7 +31,7 @@ pub async fn handle(
     session_id: Uuid,
     message: Option<Value>,
     client_message_id: Option<Value>,
-    typing: &Typing,
+    typing: &Arc<Typing>,
     outbox: &mut Outbox,
 ) -> Result<(), FrameError> {
     let (row, role) =
@@ -82,39 +83,29 @@ pub async fn handle(
         }
     }
     start_chat::start(tx, &row, outbox).await?;
-    let seq: i64 = sqlx::query_scalar(
-        "UPDATE work_sessions SET last_message_seq = last_message_seq + 1 WHERE session_id = $1
-         RETURNING last_message_seq",
-    )
-    .bind(session_id)
-    .fetch_one(&mut *tx)
-    .await?;
+    // One round trip: take the session's next seq (the row is already locked) and store the row.
     let message_id = Uuid::now_v7();
     let stored = sqlx::query_as::<_, Stored>(
-        "INSERT INTO chat_messages (message_id, session_id, seq, sender_id, sender_type, client_message_id, message_text)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING message_id, seq, created_at",
+        "WITH next AS (
+             UPDATE work_sessions SET last_message_seq = last_message_seq + 1 WHERE session_id = $2
+             RETURNING last_message_seq)
+         INSERT INTO chat_messages (message_id, session_id, seq, sender_id, sender_type, client_message_id, message_text)
+         SELECT $1, $2, next.last_message_seq, $3, $4, $5, $6 FROM next
+         RETURNING message_id, seq, created_at",
     )
     .bind(message_id)
     .bind(session_id)
-    .bind(seq)
     .bind(&sender.user_id)
     .bind(role.as_str())
     .bind(&client_message_id)
     .bind(&text)
     .fetch_one(&mut *tx)
     .await?;
+    let seq = stored.seq;
     let timestamp = shared::time::rfc3339(stored.created_at);
-    if typing.clear(session_id, role).await {
-        outbox.to_user(
-            row.user_of(role.other()),
-            &Event::TypingIndicator {
-                session_id,
-                user_type: role,
-                is_typing: false,
-                timestamp: timestamp.clone(),
-            },
-        );
-    }
+    // Clearing the typist's indicator takes a KV round trip: done beside the transaction, not in
+    // its path (if the message is refused after all, the indicator was cleared anyway: harmless).
+    typing.clear_in_background(session_id, role, row.user_of(role.other()).to_owned());
     outbox.to_socket(
         &sender.user_id,
         &sender.conn_id,

@@ -23,7 +23,10 @@ use std::time::Duration;
 pub struct Chat {
     pub nats: async_nats::Client,
     pub pool: PgPool,
-    pub typing: typing::Typing,
+    pub typing: Arc<typing::Typing>,
+    /// Per socket, the last chat frame this instance committed: lets `admit` skip the database
+    /// read in the common case of one instance handling a socket's frames.
+    pub applied: ordering::Applied,
 }
 
 impl Chat {
@@ -32,8 +35,13 @@ impl Chat {
         pool: PgPool,
         typing_ttl: Duration,
     ) -> anyhow::Result<Chat> {
-        let typing = typing::Typing::new(&nats, pool.clone(), typing_ttl).await?;
-        Ok(Chat { nats, pool, typing })
+        let typing = Arc::new(typing::Typing::new(&nats, pool.clone(), typing_ttl).await?);
+        Ok(Chat {
+            nats,
+            pool,
+            typing,
+            applied: ordering::Applied::default(),
+        })
     }
 }
 
@@ -43,7 +51,11 @@ impl FrameHandler for Chat {
     }
 
     async fn admit(&self, pool: &PgPool, inbound: &Inbound) -> Result<(), FrameError> {
-        ordering::admit(pool, inbound).await
+        ordering::admit(pool, &self.applied, inbound).await
+    }
+
+    fn committed(&self, inbound: &Inbound) {
+        self.applied.record(inbound);
     }
 
     async fn handle(

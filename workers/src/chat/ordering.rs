@@ -14,18 +14,49 @@
 
 use crate::runtime::{FrameError, Inbound};
 use sqlx::{PgConnection, PgPool};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 const GAP_WAIT: Duration = Duration::from_secs(30);
 
+/// Entries kept in [`Applied`] before it starts over (it is only a hint).
+const APPLIED_CAPACITY: usize = 100_000;
+
+/// This instance's memory of the last chat frame it committed per socket. A hit means the
+/// predecessor is certainly applied; a miss falls back to the shared cursor in Postgres.
+#[derive(Default)]
+pub struct Applied(Mutex<HashMap<String, i64>>);
+
+impl Applied {
+    pub fn record(&self, inbound: &Inbound) {
+        let (Some(number), Ok(mut applied)) = (inbound.chat_frame, self.0.lock()) else {
+            return;
+        };
+        if applied.len() >= APPLIED_CAPACITY {
+            applied.clear();
+        }
+        let last = applied.entry(inbound.sender.conn_id.clone()).or_insert(0);
+        *last = (*last).max(number);
+    }
+
+    fn knows_predecessor(&self, inbound: &Inbound, number: i64) -> bool {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|applied| applied.get(&inbound.sender.conn_id).copied())
+            .is_some_and(|last| last >= number - 1)
+    }
+}
+
 /// Checks, before any transaction, that this frame is its socket's next one (or that waiting is
 /// over). Frames of one session are handled one at a time, so the cursor cannot move backwards
 /// between this read and the frame's commit.
-pub async fn admit(pool: &PgPool, inbound: &Inbound) -> Result<(), FrameError> {
+pub async fn admit(pool: &PgPool, applied: &Applied, inbound: &Inbound) -> Result<(), FrameError> {
     let Some(number) = inbound.chat_frame else {
         return Ok(());
     };
-    if number == 1 {
+    if number == 1 || applied.knows_predecessor(inbound, number) {
         return Ok(());
     }
     let last: Option<i64> =

@@ -29,6 +29,7 @@ struct Participants {
 }
 
 pub struct Typing {
+    nats: async_nats::Client,
     context: jetstream::Context,
     store: kv::Store,
     pool: PgPool,
@@ -52,6 +53,7 @@ impl Typing {
             .await
             .map_err(|error| anyhow::anyhow!("KV bucket {TYPING_BUCKET}: {error}"))?;
         Ok(Typing {
+            nats: nats.clone(),
             context,
             store,
             pool,
@@ -72,6 +74,32 @@ impl Typing {
                 .is_ok(),
             _ => false,
         }
+    }
+
+    /// Clears `role`'s indicator without waiting, and tells `other_user_id` if one was set.
+    pub fn clear_in_background(
+        self: &Arc<Self>,
+        session_id: Uuid,
+        role: Role,
+        other_user_id: String,
+    ) {
+        let typing = self.clone();
+        tokio::spawn(async move {
+            if typing.clear(session_id, role).await {
+                let event = Event::TypingIndicator {
+                    session_id,
+                    user_type: role,
+                    is_typing: false,
+                    timestamp: shared::time::now(),
+                };
+                publish(
+                    &typing.nats,
+                    &[Delivery::to_user(&other_user_id, &event)],
+                    "",
+                )
+                .await;
+            }
+        });
     }
 
     /// Writes the indicator with a server-side TTL; returns its revision.
