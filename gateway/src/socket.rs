@@ -269,6 +269,7 @@ impl Connection {
                     error: error.into_owned(),
                     request_type,
                     session_id,
+                    client_message_id: None,
                 };
                 send_event(socket, &state, &event).await
             }

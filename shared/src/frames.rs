@@ -295,6 +295,9 @@ pub enum Event {
         seq: i64,
         delivery_status: String,
         timestamp: String,
+        /// Only when `resume` replays the resuming party's own message, so its outbox can match.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_message_id: Option<String>,
     },
     MessageSent {
         message_id: Uuid,
@@ -334,6 +337,9 @@ pub enum Event {
         request_type: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         session_id: Option<Uuid>,
+        /// Echoed when a refused `chat_message` carried one, so the client knows which failed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_message_id: Option<String>,
     },
 }
 
@@ -347,6 +353,7 @@ impl Event {
             error: error.into(),
             request_type: request_type.map(str::to_owned),
             session_id,
+            client_message_id: None,
         }
     }
 

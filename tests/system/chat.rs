@@ -166,6 +166,14 @@ async fn invalid_messages_are_refused_and_store_nothing() {
         let error = seeker.expect("error").await;
         assert_eq!(error["request_type"], "chat_message");
     }
+    seeker
+        .send(json!({"type": "chat_message", "session_id": session_id, "message": "", "client_message_id": "c-9"}))
+        .await;
+    assert_eq!(
+        seeker.expect("error").await["client_message_id"],
+        "c-9",
+        "the refused message is named"
+    );
     let longest = say(&mut seeker, &session_id, &"é".repeat(4000)).await;
     assert_eq!(longest["seq"], 1);
     assert_eq!(stack.count("SELECT count(*) FROM chat_messages").await, 1);
@@ -586,4 +594,40 @@ async fn chat_after_the_session_ended_is_refused() {
         .await;
     assert_eq!(seeker.expect_error().await, "session already ended");
     assert_eq!(stack.count("SELECT count(*) FROM chat_messages").await, 1);
+}
+
+#[tokio::test]
+async fn resume_names_only_the_resuming_partys_own_client_message_ids() {
+    let stack = stack().await;
+    let (mut seeker, mut provider, session_id, _) = stack.session("seek1", "prov1").await;
+    seeker
+        .send(json!({"type": "chat_message", "session_id": session_id, "message": "mine", "client_message_id": "c-42"}))
+        .await;
+    seeker.expect("message_sent").await;
+    assert!(
+        provider
+            .expect("chat_message")
+            .await
+            .get("client_message_id")
+            .is_none()
+    );
+    seeker
+        .send(json!({"type": "resume", "session_id": session_id, "last_seq": 0}))
+        .await;
+    seeker.expect("session_state").await;
+    assert_eq!(
+        seeker.expect("chat_message").await["client_message_id"],
+        "c-42"
+    );
+    provider
+        .send(json!({"type": "resume", "session_id": session_id, "last_seq": 0}))
+        .await;
+    provider.expect("session_state").await;
+    assert!(
+        provider
+            .expect("chat_message")
+            .await
+            .get("client_message_id")
+            .is_none()
+    );
 }

@@ -127,6 +127,7 @@ pub async fn handle(
             seq,
             delivery_status: String::from("sent"),
             timestamp,
+            client_message_id: None,
         },
     );
     Ok(())

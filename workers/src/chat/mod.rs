@@ -69,6 +69,13 @@ impl FrameHandler for Chat {
         // A refusal of a chat-topic frame still counts as handled (`ordering::advance`), so the
         // socket's later frames are not held up.
         let kind = frame.kind();
+        let client_message_id = match &frame {
+            ClientFrame::ChatMessage {
+                client_message_id: Some(serde_json::Value::String(id)),
+                ..
+            } => Some(id.clone()),
+            _ => None,
+        };
         let result = match frame {
             ClientFrame::StartChat { session_id } => {
                 start_chat::handle(tx, sender, session_id, outbox).await
@@ -131,7 +138,12 @@ impl FrameHandler for Chat {
         }
         match result {
             Err(FrameError::Refused { error, session_id }) => {
-                let event = Event::error(error, Some(kind.name()), session_id);
+                let event = Event::Error {
+                    error,
+                    request_type: Some(kind.name().to_owned()),
+                    session_id,
+                    client_message_id,
+                };
                 outbox.to_socket(&sender.user_id, &sender.conn_id, &event);
                 ordering::advance(tx, inbound).await?;
                 Ok(())

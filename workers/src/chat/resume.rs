@@ -18,6 +18,7 @@ struct Missed {
     sender_type: String,
     message_text: String,
     delivery_status: String,
+    client_message_id: Option<String>,
     created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -47,7 +48,7 @@ pub async fn handle(
         &Event::SessionState(row.snapshot(role)),
     );
     let missed = sqlx::query_as::<_, Missed>(
-        "SELECT message_id, seq, sender_type, message_text, delivery_status, created_at
+        "SELECT message_id, seq, sender_type, message_text, delivery_status, client_message_id, created_at
          FROM chat_messages
          WHERE session_id = $1 AND seq > $2 AND (expires_at IS NULL OR expires_at > now())
          ORDER BY seq",
@@ -73,6 +74,8 @@ pub async fn handle(
                 seq: message.seq,
                 delivery_status: message.delivery_status,
                 timestamp: shared::time::rfc3339(message.created_at),
+                // The resuming party's own messages carry their client id; the other party's never do.
+                client_message_id: message.client_message_id.filter(|_| sender_type == role),
             },
         );
     }
