@@ -110,16 +110,25 @@ pub trait FrameHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), FrameError>> + Send;
 }
 
+impl Sender {
+    /// The sender named by the gateway's headers, if they are all there.
+    pub fn from_headers(headers: Option<&async_nats::HeaderMap>) -> Option<Sender> {
+        let headers = headers?;
+        Some(Sender {
+            user_id: headers.get(headers::USER_ID)?.as_str().to_owned(),
+            role: Role::parse(headers.get(headers::ROLE)?.as_str())?,
+            conn_id: headers.get(headers::CONN_ID)?.as_str().to_owned(),
+        })
+    }
+}
+
 impl Inbound {
     fn from_message(message: &jetstream::Message) -> Result<Inbound, &'static str> {
         let address = Address::parse(message.subject.as_str()).ok_or("unknown subject")?;
         let headers = message.headers.as_ref().ok_or("no headers")?;
         let header = |name: &str| headers.get(name).map(|value| value.as_str().to_owned());
-        let user_id = header(headers::USER_ID).ok_or("no user-id header")?;
-        let role = header(headers::ROLE)
-            .and_then(|role| Role::parse(&role))
-            .ok_or("no role header")?;
-        let conn_id = header(headers::CONN_ID).ok_or("no conn-id header")?;
+        let sender =
+            Sender::from_headers(Some(headers)).ok_or("no user-id, role or conn-id header")?;
         let frame_id = header(headers::MSG_ID).ok_or("no Nats-Msg-Id header")?;
         let trace_id = header(headers::TRACE_ID).unwrap_or_else(|| frame_id.clone());
         let chat_frame = header(headers::CHAT_FRAME).and_then(|value| value.parse().ok());
@@ -135,11 +144,7 @@ impl Inbound {
             .unwrap_or_else(chrono::Utc::now);
         Ok(Inbound {
             address,
-            sender: Sender {
-                user_id,
-                role,
-                conn_id,
-            },
+            sender,
             frame_id,
             trace_id,
             chat_frame,

@@ -7,12 +7,12 @@
 
 use super::Chat;
 use crate::outbox::{Delivery, publish};
+use crate::runtime::Sender;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use serde_json::Value;
 use shared::auth::Role;
 use shared::frames::{ClientFrame, Event, errors};
-use shared::headers;
 use shared::nats::TYPING_BUCKET;
 use shared::subjects::{self, Topic, queue};
 use sqlx::PgPool;
@@ -192,16 +192,18 @@ pub async fn serve(nats: async_nats::Client, chat: Arc<Chat>) -> anyhow::Result<
 }
 
 async fn handle(nats: &async_nats::Client, chat: &Chat, message: async_nats::Message) {
-    let Some(headers) = message.headers.as_ref() else {
-        return;
-    };
-    let header = |name: &str| headers.get(name).map(|value| value.as_str().to_owned());
-    let (Some(user_id), Some(role), Some(conn_id), Some(session_id)) = (
-        header(headers::USER_ID),
-        header(headers::ROLE).and_then(|role| Role::parse(&role)),
-        header(headers::CONN_ID),
+    let (
+        Some(Sender {
+            user_id,
+            role,
+            conn_id,
+        }),
+        Some(session_id),
+    ) = (
+        Sender::from_headers(message.headers.as_ref()),
         subjects::session_id_of(message.subject.as_str()),
-    ) else {
+    )
+    else {
         return;
     };
     let refuse = |error: &str| {

@@ -4,11 +4,11 @@
 use super::DistanceConfig;
 use super::tracker::{TrackedSession, Tracker};
 use crate::outbox::{Delivery, publish};
+use crate::runtime::Sender;
 use serde_json::Value;
 use shared::auth::Role;
 use shared::frames::{ClientFrame, Event, errors};
 use shared::geo::{self, Position};
-use shared::headers;
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
@@ -49,21 +49,6 @@ impl StoredSession {
     }
 }
 
-struct Sender {
-    user_id: String,
-    role: Role,
-    conn_id: String,
-}
-
-fn sender_of(message: &async_nats::Message) -> Option<Sender> {
-    let headers = message.headers.as_ref()?;
-    Some(Sender {
-        user_id: headers.get(headers::USER_ID)?.as_str().to_owned(),
-        role: Role::parse(headers.get(headers::ROLE)?.as_str())?,
-        conn_id: headers.get(headers::CONN_ID)?.as_str().to_owned(),
-    })
-}
-
 fn coordinates(latitude: Option<Value>, longitude: Option<Value>) -> Option<Position> {
     Position::new(latitude?.as_f64()?, longitude?.as_f64()?)
 }
@@ -76,7 +61,7 @@ pub async fn handle(
     session_id: Uuid,
     message: async_nats::Message,
 ) {
-    let Some(sender) = sender_of(&message) else {
+    let Some(sender) = Sender::from_headers(message.headers.as_ref()) else {
         tracing::warn!(subject = %message.subject, "location frame without gateway headers");
         return;
     };
