@@ -17,12 +17,16 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-/// What a socket task is asked to do by the delivery side.
+/// What a socket's writer is asked to send.
 #[derive(Debug)]
 pub enum Outgoing {
     Frame(Utf8Bytes),
     /// Close the socket with 1000 (the session ended).
     Close,
+    /// Close with this code and reason (idle, frame too large).
+    CloseWith(u16, &'static str),
+    /// A WebSocket ping to a silent client.
+    Ping,
 }
 
 /// The delivery side's handle on one socket.

@@ -1,7 +1,7 @@
 //! One task per WebSocket: reads client frames and publishes what passes `inbound::judge`, writes
 //! the events the registry queues for it, answers `ping`, pings idle sockets and closes silent ones.
 //!
-//! Buffers are kept small (4 KiB read buffer, writes flushed at once) so an idle socket costs a few
+//! Buffers are kept small (1 KiB read chunks, writes flushed at once) so an idle socket costs a few
 //! KiB: the gateway is meant to hold very many of them.
 
 use crate::SharedState;
@@ -14,6 +14,8 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap as HttpHeaders;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
 use shared::auth::{Identity, Role};
 use shared::frames::{Event, errors};
 use shared::headers;
@@ -57,7 +59,7 @@ fn upgrade_for(
         Err(refusal) => return refusal.into_response(),
     };
     upgrade
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(TRANSPORT_LIMIT)
         .max_frame_size(TRANSPORT_LIMIT)
@@ -69,25 +71,25 @@ struct Connection {
     state: SharedState,
     identity: Identity,
     conn_id: Arc<str>,
+    /// The writer task's queue: replies (pong, errors) go the same way as events.
+    outbound: mpsc::Sender<Outgoing>,
     /// Frames published so far (frame ids are `<conn_id>-<n>`).
     frames: u64,
     /// `session.<id>.chat` frames published so far (the `chat-frame` header).
     chat_frames: u64,
 }
 
-enum Flow {
-    Continue,
-    Close,
-}
-
-async fn run(state: SharedState, identity: Identity, mut socket: WebSocket) {
+/// One socket: this task reads and publishes; a writer task (`write_loop`) owns the sending half,
+/// so a client whose frames wait on JetStream acks still receives its events, and a stalled
+/// writer never blocks reading.
+async fn run(state: SharedState, identity: Identity, socket: WebSocket) {
     let conn_id = state.registry.next_conn_id();
-    let (outbound, mut queued) = mpsc::channel(state.config.ws_outbound_queue);
+    let (outbound, queued) = mpsc::channel(state.config.ws_outbound_queue);
     let evict = Arc::new(Notify::new());
     let handle = ConnectionHandle {
         conn_id: conn_id.clone(),
         role: identity.role,
-        outbound,
+        outbound: outbound.clone(),
         evict: evict.clone(),
     };
     let registration = state.registry.register(&identity, handle).await;
@@ -95,87 +97,140 @@ async fn run(state: SharedState, identity: Identity, mut socket: WebSocket) {
     tracing::debug!(user_id = %identity.user_id, %conn_id, "socket open");
     announce(&state, &identity, &conn_id).await;
 
+    let (sink, mut stream) = socket.split();
+    let send_timeout = Duration::from_secs(state.config.ws_send_timeout_secs.max(1));
+    let mut writer = tokio::spawn(write_loop(
+        sink,
+        queued,
+        evict,
+        state.clone(),
+        send_timeout,
+        conn_id.clone(),
+    ));
     let ping_after = Duration::from_secs(state.config.ws_ping_secs.max(1));
     let idle_limit = Duration::from_secs(state.config.ws_idle_timeout_secs.max(1));
     let mut ticker = tokio::time::interval(ping_after.min(idle_limit) / 2);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let send_timeout = Duration::from_secs(state.config.ws_send_timeout_secs.max(1));
     let mut last_heard = Instant::now();
+    let mut writer_done = false;
     let mut connection = Connection {
         state: state.clone(),
         identity,
         conn_id,
+        outbound,
         frames: 0,
         chat_frames: 0,
     };
 
     loop {
         tokio::select! {
-            incoming = socket.recv() => {
+            incoming = stream.next() => {
                 let message = match incoming {
                     Some(Ok(message)) => message,
                     Some(Err(error)) => {
                         if is_too_large(&error) {
-                            let _ = send_event(&mut socket, &state, &Event::error(errors::FRAME_TOO_LARGE, None, None)).await;
-                            let _ = close(&mut socket, close_code::SIZE, "frame too large").await;
+                            connection.reply(&Event::error(errors::FRAME_TOO_LARGE, None, None)).await;
+                            connection.close(close_code::SIZE, "frame too large").await;
                         }
                         break;
                     }
                     None => break,
                 };
                 last_heard = Instant::now();
-                let flow = match message {
-                    Message::Text(text) => connection.on_text(&mut socket, text).await,
+                match message {
+                    Message::Text(text) => connection.on_text(text).await,
                     Message::Binary(_) => {
                         state.stats.frame_in();
-                        send_event(&mut socket, &state, &Event::error(errors::INVALID_JSON, None, None)).await
+                        connection.reply(&Event::error(errors::INVALID_JSON, None, None)).await;
                     }
-                    Message::Close(_) => Flow::Close,
-                    Message::Ping(_) | Message::Pong(_) => Flow::Continue,
-                };
-                if let Flow::Close = flow {
-                    break;
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
-            next = queued.recv() => match next {
-                Some(Outgoing::Frame(frame)) => {
-                    state.stats.frame_out();
-                    match tokio::time::timeout(send_timeout, socket.send(Message::Text(frame))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break,
-                        Err(_) => {
-                            // The client stopped reading and the kernel buffers are full.
-                            tracing::info!(user_id = %connection.identity.user_id, conn_id = %connection.conn_id, "dropping a socket whose writes stalled");
-                            metrics::counter!("gateway_slow_client_evictions_total").increment(1);
+            _ = &mut writer, if !writer_done => {
+                writer_done = true;
+                // The writer closed the socket (session ended, eviction, idle) or lost it: give the
+                // client a moment to answer the close frame, so it reads our reason.
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while let Some(Ok(message)) = stream.next().await {
+                        if let Message::Close(_) = message {
                             break;
                         }
                     }
-                }
-                Some(Outgoing::Close) | None => {
-                    let _ = close(&mut socket, close_code::NORMAL, "session ended").await;
-                    break;
-                }
-            },
-            () = evict.notified() => {
-                tracing::info!(user_id = %connection.identity.user_id, conn_id = %connection.conn_id, "evicting a client that cannot keep up");
-                let closing = close(&mut socket, close_code::AGAIN, "client too slow: outbound queue full");
-                let _ = tokio::time::timeout(send_timeout, closing).await;
+                })
+                .await;
                 break;
             }
             _ = ticker.tick() => {
                 let silent = last_heard.elapsed();
                 if silent >= idle_limit {
-                    let _ = close(&mut socket, close_code::AWAY, "idle timeout").await;
-                    break;
-                }
-                if silent >= ping_after && socket.send(Message::Ping(Bytes::new())).await.is_err() {
-                    break;
+                    connection.close(close_code::AWAY, "idle timeout").await;
+                } else if silent >= ping_after {
+                    let _ = connection.outbound.try_send(Outgoing::Ping);
                 }
             }
         }
     }
     state.stats.connection_closed(connection.identity.role);
+    // With the registration and this task's sender gone, the writer sends what is still queued
+    // (an error and its close frame, say) and stops.
     drop(registration);
+    drop(connection);
+    if !writer_done
+        && tokio::time::timeout(send_timeout, &mut writer)
+            .await
+            .is_err()
+    {
+        writer.abort();
+    }
+}
+
+/// Sends what is queued for the socket, until it is told to close, the client is evicted, or the
+/// socket fails. A write that stalls for `send_timeout` (the client stopped reading and the kernel
+/// buffers are full) drops the socket.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queued: mpsc::Receiver<Outgoing>,
+    evict: Arc<Notify>,
+    state: SharedState,
+    send_timeout: Duration,
+    conn_id: Arc<str>,
+) {
+    loop {
+        let message = tokio::select! {
+            next = queued.recv() => match next {
+                Some(Outgoing::Frame(frame)) => {
+                    state.stats.frame_out();
+                    Message::Text(frame)
+                }
+                Some(Outgoing::Ping) => Message::Ping(Bytes::new()),
+                Some(Outgoing::Close) => close_frame(close_code::NORMAL, "session ended"),
+                None => return,
+                Some(Outgoing::CloseWith(code, reason)) => close_frame(code, reason),
+            },
+            () = evict.notified() => {
+                tracing::info!(%conn_id, "evicting a client that cannot keep up");
+                close_frame(close_code::AGAIN, "client too slow: outbound queue full")
+            }
+        };
+        let closing = matches!(message, Message::Close(_));
+        match tokio::time::timeout(send_timeout, sink.send(message)).await {
+            Ok(Ok(())) if !closing => {}
+            Ok(Ok(())) | Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::info!(%conn_id, "dropping a socket whose writes stalled");
+                metrics::counter!("gateway_slow_client_evictions_total").increment(1);
+                return;
+            }
+        }
+    }
+}
+
+fn close_frame(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
 }
 
 /// Tells the workers a socket opened (`user.<id>.connected`): the lifecycle worker records the
@@ -208,57 +263,34 @@ fn is_too_large(error: &axum::Error) -> bool {
     text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Capacity")
 }
 
-async fn send_event(socket: &mut WebSocket, state: &SharedState, event: &Event) -> Flow {
-    state.stats.frame_out();
-    match socket
-        .send(Message::Text(Utf8Bytes::from(event.to_json())))
-        .await
-    {
-        Ok(()) => Flow::Continue,
-        Err(_) => Flow::Close,
-    }
-}
-
-/// Sends a close frame, then waits briefly for the client's reply (the closing handshake), so
-/// the client reads our close frame rather than a reset connection.
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Result<(), axum::Error> {
-    socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        })))
-        .await?;
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Some(Ok(message)) = socket.recv().await {
-            if let Message::Close(_) = message {
-                break;
-            }
-        }
-    })
-    .await;
-    Ok(())
-}
-
 impl Connection {
-    async fn on_text(&mut self, socket: &mut WebSocket, text: Utf8Bytes) -> Flow {
-        let state = self.state.clone();
-        state.stats.frame_in();
-        if text.len() > FRAME_LIMIT {
-            let _ = send_event(
-                socket,
-                &state,
-                &Event::error(errors::FRAME_TOO_LARGE, None, None),
-            )
+    /// Queues a reply for this socket (waits if the queue is full: back-pressure on this client).
+    async fn reply(&self, event: &Event) {
+        let _ = self
+            .outbound
+            .send(Outgoing::Frame(Utf8Bytes::from(event.to_json())))
             .await;
-            let _ = close(socket, close_code::SIZE, "frame too large").await;
-            return Flow::Close;
+    }
+
+    /// Asks the writer to close the socket; the read loop ends when it has.
+    async fn close(&self, code: u16, reason: &'static str) {
+        let _ = self.outbound.send(Outgoing::CloseWith(code, reason)).await;
+    }
+
+    async fn on_text(&mut self, text: Utf8Bytes) {
+        self.state.stats.frame_in();
+        if text.len() > FRAME_LIMIT {
+            self.reply(&Event::error(errors::FRAME_TOO_LARGE, None, None))
+                .await;
+            self.close(close_code::SIZE, "frame too large").await;
+            return;
         }
         match inbound::judge(text.as_str(), self.identity.role) {
             Verdict::Ping => {
                 let pong = Event::Pong {
                     timestamp: shared::time::now(),
                 };
-                send_event(socket, &state, &pong).await
+                self.reply(&pong).await;
             }
             Verdict::Refuse {
                 error,
@@ -271,21 +303,20 @@ impl Connection {
                     session_id,
                     client_message_id: None,
                 };
-                send_event(socket, &state, &event).await
+                self.reply(&event).await;
             }
             Verdict::Publish {
                 kind,
                 subject,
                 durable,
                 chat_ordered,
-            } => match self.publish(subject, durable, chat_ordered, text).await {
-                Ok(()) => Flow::Continue,
-                Err(error) => {
+            } => {
+                if let Err(error) = self.publish(subject, durable, chat_ordered, text).await {
                     tracing::warn!(%error, kind = kind.name(), "publish failed");
-                    let event = Event::error(errors::UNAVAILABLE, Some(kind.name()), None);
-                    send_event(socket, &state, &event).await
+                    self.reply(&Event::error(errors::UNAVAILABLE, Some(kind.name()), None))
+                        .await;
                 }
-            },
+            }
         }
     }
 

@@ -32,31 +32,46 @@ pub async fn run(nats: async_nats::Client, pool: PgPool, period: Duration) -> an
 
 /// One sweep; returns the number of chat messages deleted.
 pub async fn sweep(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let mut deleted = 0;
-    loop {
-        let batch = sqlx::query(
-            "DELETE FROM chat_messages WHERE message_id IN (
-                 SELECT message_id FROM chat_messages WHERE expires_at <= now() LIMIT $1)",
-        )
-        .bind(BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        deleted += batch;
-        if batch < BATCH as u64 {
-            break;
-        }
-    }
-    for statement in [
+    let deleted = delete_in_batches(
+        pool,
+        "DELETE FROM chat_messages WHERE message_id IN (
+             SELECT message_id FROM chat_messages WHERE expires_at <= now() LIMIT $1)",
+    )
+    .await?;
+    // Past any redelivery (the stream keeps frames for a day): the de-duplication records and
+    // chat cursors can go.
+    delete_in_batches(
+        pool,
         "DELETE FROM handled_frames WHERE frame_id IN (
-             SELECT frame_id FROM handled_frames WHERE handled_at < now() - interval '1 day' LIMIT 5000)",
-        "DELETE FROM chat_send_cursors WHERE updated_at < now() - interval '1 day'",
-    ] {
-        sqlx::query(statement).execute(pool).await?;
-    }
+             SELECT frame_id FROM handled_frames WHERE handled_at < now() - interval '1 day' LIMIT $1)",
+    )
+    .await?;
+    delete_in_batches(
+        pool,
+        "DELETE FROM chat_send_cursors WHERE conn_id IN (
+             SELECT conn_id FROM chat_send_cursors WHERE updated_at < now() - interval '1 day' LIMIT $1)",
+    )
+    .await?;
     if deleted > 0 {
         tracing::info!(deleted, "expired chat messages deleted");
     }
     metrics::counter!("expiry_messages_deleted_total").increment(deleted);
     Ok(deleted)
+}
+
+/// Runs a `DELETE ... LIMIT $1` statement until it deletes less than a batch: each batch is its
+/// own short transaction, so the table is never locked for long.
+async fn delete_in_batches(pool: &PgPool, statement: &'static str) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let batch = sqlx::query(statement)
+            .bind(BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        deleted += batch;
+        if batch < BATCH as u64 {
+            return Ok(deleted);
+        }
+    }
 }
