@@ -69,7 +69,10 @@ async fn step(sessions: usize, seconds: u64) -> anyhow::Result<()> {
         for mut reader in [seeker_reader, provider_reader] {
             let (pending, histogram) = (pending.clone(), histogram.clone());
             tokio::spawn(async move {
-                while let Some(Ok(Message::Text(text))) = reader.next().await {
+                while let Some(Ok(message)) = reader.next().await {
+                    let Message::Text(text) = message else {
+                        continue;
+                    };
                     if !text.contains("\"distance_update\"") {
                         continue;
                     }
