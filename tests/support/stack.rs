@@ -378,6 +378,17 @@ impl TestStack {
         (seeker_socket, provider_socket, session_id)
     }
 
+    /// `GET /api/sessions/{id}` as `user_id` sees it (asserting 200).
+    pub async fn snapshot(&self, session_id: &str, user_id: &str, role: Role) -> Reply {
+        self.http()
+            .get(
+                &format!("/api/sessions/{session_id}"),
+                &self.token(user_id, role),
+            )
+            .await
+            .expect_status(200)
+    }
+
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar::<_, i64>(sql)
             .fetch_one(&self.pool)

@@ -34,14 +34,7 @@ async fn start_chat_tells_both_parties_the_room_is_ready() {
         assert_eq!(ready["chat_room_id"], session_id.as_str());
         assert_eq!(ready["message"], "Chat started successfully");
     }
-    let snapshot = stack
-        .http()
-        .get(
-            &format!("/api/sessions/{session_id}"),
-            &stack.token("seek1", Role::Seeker),
-        )
-        .await
-        .expect_status(200);
+    let snapshot = stack.snapshot(&session_id, "seek1", Role::Seeker).await;
     assert!(snapshot.body["chat_started_at"].is_string());
 }
 

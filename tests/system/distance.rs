@@ -42,14 +42,7 @@ async fn both_parties_get_the_first_update_when_both_positions_are_known() {
         let meters = update["distance_meters"].as_f64().expect("meters");
         assert!((meters - 1250.5).abs() < 1.0, "{meters}");
     }
-    let snapshot = stack
-        .http()
-        .get(
-            &format!("/api/sessions/{session_id}"),
-            &stack.token("seek1", Role::Seeker),
-        )
-        .await
-        .expect_status(200);
+    let snapshot = stack.snapshot(&session_id, "seek1", Role::Seeker).await;
     assert_eq!(snapshot.body["connection_state"], "active");
 }
 

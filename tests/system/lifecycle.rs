@@ -255,14 +255,7 @@ async fn a_second_cancel_or_finish_is_refused_as_already_ended() {
         .await;
     assert_eq!(again.expect_error().await, "session already ended");
     again.assert_usable().await;
-    let snapshot = stack
-        .http()
-        .get(
-            &format!("/api/sessions/{session_id}"),
-            &stack.token("seek1", Role::Seeker),
-        )
-        .await
-        .expect_status(200);
+    let snapshot = stack.snapshot(&session_id, "seek1", Role::Seeker).await;
     assert_eq!(snapshot.body["connection_state"], "cancelled");
     assert!(snapshot.body["rating_stars"].is_null());
 }
@@ -331,14 +324,7 @@ async fn a_provider_can_finish_without_a_rating_and_cannot_set_one() {
     let other = seeker.expect("service_finished").await;
     assert_eq!(other["finished_by"], "provider");
     assert_eq!(other["message"], "Provider marked the service as finished");
-    let snapshot = stack
-        .http()
-        .get(
-            &format!("/api/sessions/{session_id}"),
-            &stack.token("seek1", Role::Seeker),
-        )
-        .await
-        .expect_status(200);
+    let snapshot = stack.snapshot(&session_id, "seek1", Role::Seeker).await;
     assert_eq!(snapshot.body["completed_by"], "provider");
     assert!(snapshot.body["rating_stars"].is_null());
     assert!(snapshot.body["rating_description"].is_null());
@@ -362,14 +348,7 @@ async fn a_rating_outside_one_to_five_is_refused_and_changes_nothing() {
         assert_eq!(error["request_type"], "finish_service");
     }
     seeker.assert_usable().await;
-    let snapshot = stack
-        .http()
-        .get(
-            &format!("/api/sessions/{session_id}"),
-            &stack.token("seek1", Role::Seeker),
-        )
-        .await
-        .expect_status(200);
+    let snapshot = stack.snapshot(&session_id, "seek1", Role::Seeker).await;
     assert_eq!(snapshot.body["connection_state"], "waiting");
 }
 

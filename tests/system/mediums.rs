@@ -26,14 +26,7 @@ async fn selecting_mediums_activates_the_session_and_tells_the_provider() {
     assert_eq!(told["mediums"], mediums);
     assert_eq!(told["connection_state"], "active");
     assert_eq!(told["message"], "Seeker has selected communication mediums");
-    let snapshot = stack
-        .http()
-        .get(
-            &format!("/api/sessions/{session_id}"),
-            &stack.token("prov1", Role::Provider),
-        )
-        .await
-        .expect_status(200);
+    let snapshot = stack.snapshot(&session_id, "prov1", Role::Provider).await;
     assert_eq!(snapshot.body["connection_state"], "active");
     assert_eq!(snapshot.body["seeker_mediums"], mediums);
 }
@@ -62,14 +55,7 @@ async fn a_selection_can_be_changed_and_may_be_empty() {
         provider.expect("seeker_mediums_selected").await["mediums"],
         all
     );
-    let snapshot = stack
-        .http()
-        .get(
-            &format!("/api/sessions/{session_id}"),
-            &stack.token("seek1", Role::Seeker),
-        )
-        .await
-        .expect_status(200);
+    let snapshot = stack.snapshot(&session_id, "seek1", Role::Seeker).await;
     assert_eq!(snapshot.body["seeker_mediums"], all);
 }
 
@@ -97,14 +83,7 @@ async fn invalid_selections_are_refused_with_the_seed_text_and_change_nothing() 
         assert_eq!(error["request_type"], "medium_selection");
     }
     seeker.assert_usable().await;
-    let snapshot = stack
-        .http()
-        .get(
-            &format!("/api/sessions/{session_id}"),
-            &stack.token("seek1", Role::Seeker),
-        )
-        .await
-        .expect_status(200);
+    let snapshot = stack.snapshot(&session_id, "seek1", Role::Seeker).await;
     assert_eq!(snapshot.body["connection_state"], "waiting");
     assert!(snapshot.body["seeker_mediums"].is_null());
 }
@@ -135,14 +114,7 @@ async fn the_provider_shares_mediums_in_waiting_and_active() {
     );
     provider.send(json!({"type": "medium_share", "session_id": session_id, "mediums": {"fax": "1234567890"}})).await;
     assert_eq!(provider.expect_error().await, INVALID);
-    let snapshot = stack
-        .http()
-        .get(
-            &format!("/api/sessions/{session_id}"),
-            &stack.token("seek1", Role::Seeker),
-        )
-        .await
-        .expect_status(200);
+    let snapshot = stack.snapshot(&session_id, "seek1", Role::Seeker).await;
     assert_eq!(snapshot.body["provider_mediums"], changed);
     assert_eq!(snapshot.body["connection_state"], "active");
 }
