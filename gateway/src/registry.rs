@@ -8,7 +8,7 @@
 
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
-use shared::auth::{Identity, Role};
+use shared::auth::Identity;
 use shared::headers;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +33,6 @@ pub enum Outgoing {
 #[derive(Clone)]
 pub struct ConnectionHandle {
     pub conn_id: Arc<str>,
-    pub role: Role,
     pub outbound: mpsc::Sender<Outgoing>,
     pub evict: Arc<Notify>,
 }

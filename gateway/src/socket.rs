@@ -88,7 +88,6 @@ async fn run(state: SharedState, identity: Identity, socket: WebSocket) {
     let evict = Arc::new(Notify::new());
     let handle = ConnectionHandle {
         conn_id: conn_id.clone(),
-        role: identity.role,
         outbound: outbound.clone(),
         evict: evict.clone(),
     };

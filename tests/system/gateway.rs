@@ -314,9 +314,12 @@ async fn a_silent_socket_is_closed_as_idle() {
 async fn health_stats_and_metrics_answer_without_a_token() {
     let stack = gateway_only(&[]).await;
     let mut seeker = stack.connect("u1", Role::Seeker).await;
-    let _provider = stack.connect("p1", Role::Provider).await;
-    let _provider_again = stack.connect("p1", Role::Provider).await;
-    seeker.assert_usable().await;
+    let mut provider = stack.connect("p1", Role::Provider).await;
+    let mut provider_again = stack.connect("p1", Role::Provider).await;
+    // A pong proves the gateway finished registering each socket (the upgrade answers earlier).
+    for socket in [&mut seeker, &mut provider, &mut provider_again] {
+        socket.assert_usable().await;
+    }
     let http = stack.http();
     let health = http.get("/health", "").await.expect_status(200);
     assert_eq!(health.body["status"], "ok");

@@ -46,7 +46,13 @@ if [ ! -x /usr/bin/chromium ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null \
     || die "cannot install chromium"
 fi
+if ! command -v node >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  log "installing Debian's nodejs and npm"
+  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) >/dev/null || true
+fi
 command -v node >/dev/null 2>&1 || die "node is needed (Node.js >= 20)"
+[ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ] \
+  || die "Node.js >= 20 is needed for playwright-core (found $(node --version)); SKIP_BROWSER_TESTS=1 skips this test"
 if [ ! -d "$HERE/node_modules/playwright-core" ] || [ "$HERE/package-lock.json" -nt "$HERE/node_modules/.package-lock.json" ]; then
   log "installing playwright-core (npm ci)"
   (cd "$HERE" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) \

@@ -8,8 +8,8 @@ use sqlx::PgPool;
 pub async fn connect(
     name: &'static str,
     nats: &NatsConfig,
-    database: Option<&DatabaseConfig>,
-) -> (async_nats::Client, Option<PgPool>) {
+    database: &DatabaseConfig,
+) -> (async_nats::Client, PgPool) {
     shared::telemetry::init(name);
     let client = match shared::nats::connect_checked(&nats.nats_url, name).await {
         Ok(client) => client,
@@ -21,18 +21,29 @@ pub async fn connect(
             &format!("cannot create the JetStream stream, consumers or KV buckets: {error}"),
         );
     }
-    let pool = match database {
-        Some(database) => {
-            match shared::db::connect_checked(&database.database_url, database.database_pool_size)
-                .await
-            {
-                Ok(pool) => Some(pool),
-                Err(error) => fail(name, &error),
+    match shared::db::connect_checked(&database.database_url, database.database_pool_size).await {
+        Ok(pool) => (client, pool),
+        Err(error) => fail(name, &error),
+    }
+}
+
+/// Runs a worker until it fails or the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn run_until_stopped(
+    worker: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
             }
+            Err(_) => std::future::pending::<()>().await,
         }
-        None => None,
     };
-    (client, pool)
+    tokio::select! {
+        result = worker => result,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        () = terminate => Ok(()),
+    }
 }
 
 fn fail(name: &str, error: &dyn std::fmt::Display) -> ! {

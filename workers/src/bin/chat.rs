@@ -25,19 +25,12 @@ struct Config {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let (nats, pool) =
-        workers::startup::connect("chat", &config.nats, Some(&config.database)).await;
-    let Some(pool) = pool else {
-        anyhow::bail!("no database pool");
-    };
+    let (nats, pool) = workers::startup::connect("chat", &config.nats, &config.database).await;
     let worker = Chat::new(
         nats,
         pool,
         Duration::from_secs(config.typing_ttl_secs.max(1)),
     )
     .await?;
-    tokio::select! {
-        result = chat::run(worker, config.worker.worker_concurrency) => result,
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    workers::startup::run_until_stopped(chat::run(worker, config.worker.worker_concurrency)).await
 }

@@ -26,17 +26,10 @@ struct Config {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let (nats, pool) =
-        workers::startup::connect("distance", &config.nats, Some(&config.database)).await;
-    let Some(pool) = pool else {
-        anyhow::bail!("no database pool");
-    };
+    let (nats, pool) = workers::startup::connect("distance", &config.nats, &config.database).await;
     let distance_config = DistanceConfig {
         tick: Duration::from_secs_f64(config.distance_tick_secs.max(0.1)),
         min_move_meters: config.distance_min_move_m,
     };
-    tokio::select! {
-        result = distance::run(nats, pool, distance_config) => result,
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    workers::startup::run_until_stopped(distance::run(nats, pool, distance_config)).await
 }

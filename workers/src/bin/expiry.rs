@@ -22,14 +22,7 @@ struct Config {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let (nats, pool) =
-        workers::startup::connect("expiry", &config.nats, Some(&config.database)).await;
-    let Some(pool) = pool else {
-        anyhow::bail!("no database pool");
-    };
+    let (nats, pool) = workers::startup::connect("expiry", &config.nats, &config.database).await;
     let period = Duration::from_secs(config.expiry_sweep_secs.max(1));
-    tokio::select! {
-        result = workers::expiry::run(nats, pool, period) => result,
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    workers::startup::run_until_stopped(workers::expiry::run(nats, pool, period)).await
 }

@@ -25,18 +25,12 @@ struct Config {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let (nats, pool) =
-        workers::startup::connect("lifecycle", &config.nats, Some(&config.database)).await;
-    let Some(pool) = pool else {
-        anyhow::bail!("no database pool");
-    };
+    let (nats, pool) = workers::startup::connect("lifecycle", &config.nats, &config.database).await;
     let worker = Lifecycle {
         nats,
         pool,
         chat_retention: Duration::from_secs(config.chat_retention_secs),
     };
-    tokio::select! {
-        result = lifecycle::run(worker, config.worker.worker_concurrency) => result,
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    workers::startup::run_until_stopped(lifecycle::run(worker, config.worker.worker_concurrency))
+        .await
 }

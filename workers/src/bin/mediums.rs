@@ -20,13 +20,11 @@ struct Config {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let (nats, pool) =
-        workers::startup::connect("mediums", &config.nats, Some(&config.database)).await;
-    let Some(pool) = pool else {
-        anyhow::bail!("no database pool");
-    };
-    tokio::select! {
-        result = workers::mediums::run(nats, pool, config.worker.worker_concurrency) => result,
-        _ = tokio::signal::ctrl_c() => Ok(()),
-    }
+    let (nats, pool) = workers::startup::connect("mediums", &config.nats, &config.database).await;
+    workers::startup::run_until_stopped(workers::mediums::run(
+        nats,
+        pool,
+        config.worker.worker_concurrency,
+    ))
+    .await
 }
