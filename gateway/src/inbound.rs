@@ -34,7 +34,6 @@ pub enum Verdict {
         kind: FrameKind,
         subject: String,
         durable: bool,
-        chat_ordered: bool,
     },
     /// Answer an error frame; nothing is published.
     Refuse {
@@ -90,11 +89,10 @@ pub fn judge(frame: &str, role: Role) -> Verdict {
         }
         as_uuid(envelope.session_id).ok_or_else(|| refuse(errors::SESSION_NOT_FOUND, request_type))
     };
-    let publish = |subject: String, durable: bool, chat_ordered: bool| Verdict::Publish {
+    let publish = |subject: String, durable: bool| Verdict::Publish {
         kind,
         subject,
         durable,
-        chat_ordered,
     };
     match kind.route() {
         Route::Gateway => Verdict::Ping,
@@ -102,15 +100,11 @@ pub fn judge(frame: &str, role: Role) -> Verdict {
             .work_id
             .and_then(|raw| raw.get().parse::<i64>().ok())
         {
-            Some(work_id) if work_id > 0 => publish(subjects::work_response(work_id), true, false),
+            Some(work_id) if work_id > 0 => publish(subjects::work_response(work_id), true),
             _ => refuse(errors::WORK_ID_REQUIRED, request_type),
         },
         Route::Session(topic) => match session() {
-            Ok(session_id) => publish(
-                subjects::session(&session_id, topic),
-                topic.is_durable(),
-                topic == Topic::Chat,
-            ),
+            Ok(session_id) => publish(subjects::session(&session_id, topic), topic.is_durable()),
             Err(verdict) => verdict,
         },
         Route::Receipt => {
@@ -121,12 +115,10 @@ pub fn judge(frame: &str, role: Role) -> Verdict {
                 return refuse(errors::MESSAGE_NOT_FOUND, request_type);
             };
             if is_null(envelope.session_id) {
-                return publish(subjects::message_receipt(&message_id), true, false);
+                return publish(subjects::message_receipt(&message_id), true);
             }
             match session() {
-                Ok(session_id) => {
-                    publish(subjects::session(&session_id, Topic::Receipt), true, false)
-                }
+                Ok(session_id) => publish(subjects::session(&session_id, Topic::Receipt), true),
                 Err(verdict) => verdict,
             }
         }
@@ -200,7 +192,6 @@ mod tests {
                 kind: FrameKind::ChatMessage,
                 subject: format!("session.{id}.chat"),
                 durable: true,
-                chat_ordered: true
             }
         );
         let frame = format!(r#"{{"type":"location_update","session_id":"{id}"}}"#);

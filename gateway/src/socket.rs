@@ -75,8 +75,8 @@ struct Connection {
     outbound: mpsc::Sender<Outgoing>,
     /// Frames published so far (frame ids are `<conn_id>-<n>`).
     frames: u64,
-    /// `session.<id>.chat` frames published so far (the `chat-frame` header).
-    chat_frames: u64,
+    /// The identity headers of every frame of this socket, built once.
+    identity_headers: HeaderMap,
 }
 
 /// One socket: this task reads and publishes; a writer task (`write_loop`) owns the sending half,
@@ -114,11 +114,11 @@ async fn run(state: SharedState, identity: Identity, socket: WebSocket) {
     let mut writer_done = false;
     let mut connection = Connection {
         state: state.clone(),
+        identity_headers: identity_headers(&identity, &conn_id),
         identity,
         conn_id,
         outbound,
         frames: 0,
-        chat_frames: 0,
     };
 
     loop {
@@ -308,11 +308,13 @@ impl Connection {
                 kind,
                 subject,
                 durable,
-                chat_ordered,
             } => {
-                if let Err(error) = self.publish(subject, durable, chat_ordered, text).await {
-                    tracing::warn!(%error, kind = kind.name(), "publish failed");
-                    self.reply(&Event::error(errors::UNAVAILABLE, Some(kind.name()), None))
+                if let Err(error) = self.publish(subject, durable, text).await {
+                    let reason = match error {
+                        PublishFailure::StreamFull => errors::SERVER_BUSY,
+                        PublishFailure::Unavailable => errors::UNAVAILABLE,
+                    };
+                    self.reply(&Event::error(reason, Some(kind.name()), None))
                         .await;
                 }
             }
@@ -320,44 +322,85 @@ impl Connection {
     }
 
     /// Publishes the frame unchanged with the identity headers; durable topics wait for the
-    /// JetStream ack, so an acknowledged frame is never lost.
+    /// JetStream ack, so an acknowledged frame is never lost. A publish whose ack does not come is
+    /// sent again with the same `Nats-Msg-Id` (the stream stores it once), within the stream's
+    /// de-duplication window.
     async fn publish(
         &mut self,
         subject: String,
         durable: bool,
-        chat_ordered: bool,
         text: Utf8Bytes,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), PublishFailure> {
         self.frames += 1;
         let frame_id = format!("{}-{}", self.conn_id, self.frames);
-        let mut headers = identity_headers(&self.identity, &self.conn_id);
+        let mut headers = self.identity_headers.clone();
         headers.insert(headers::TRACE_ID, frame_id.as_str());
-        // The chat number advances only once a publish is acknowledged, so the chat worker never
-        // waits for a number that was not stored.
-        let chat_frame = self.chat_frames + 1;
-        if chat_ordered {
-            headers.insert(headers::CHAT_FRAME, chat_frame.to_string().as_str());
-        }
         let payload = Bytes::from(text);
         let started = Instant::now();
         if durable {
             headers.insert(headers::MSG_ID, frame_id.as_str());
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let acked = match self
+                    .state
+                    .jetstream
+                    .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                    .await
+                {
+                    Ok(ack) => ack.await,
+                    Err(error) => Err(error),
+                };
+                match acked {
+                    Ok(_) => break,
+                    Err(error) if is_stream_full(&error) => {
+                        metrics::counter!("gateway_stream_full_total").increment(1);
+                        return Err(PublishFailure::StreamFull);
+                    }
+                    Err(error) if attempt < PUBLISH_ATTEMPTS => {
+                        tracing::debug!(%error, attempt, "publish not acknowledged; sending again");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "publish not acknowledged");
+                        return Err(PublishFailure::Unavailable);
+                    }
+                }
+            }
             self.state
-                .jetstream
-                .publish_with_headers(subject, headers, payload)
-                .await?
-                .await?;
+                .stats
+                .publish_durable
+                .record(started.elapsed().as_secs_f64());
         } else {
             self.state
                 .nats
                 .publish_with_headers(subject, headers, payload)
-                .await?;
+                .await
+                .map_err(|_| PublishFailure::Unavailable)?;
+            self.state
+                .stats
+                .publish_core
+                .record(started.elapsed().as_secs_f64());
         }
-        if chat_ordered {
-            self.chat_frames = chat_frame;
-        }
-        metrics::histogram!("gateway_publish_seconds", "durable" => if durable { "true" } else { "false" })
-            .record(started.elapsed().as_secs_f64());
         Ok(())
     }
+}
+
+/// Attempts at a durable publish whose ack does not come (each waits for the client's request
+/// timeout): well inside the INBOUND stream's 30 s de-duplication window.
+const PUBLISH_ATTEMPTS: u32 = 3;
+
+/// Why a frame was not published.
+#[derive(Debug)]
+enum PublishFailure {
+    /// The stream refuses new frames (full): "server busy, please retry".
+    StreamFull,
+    /// NATS did not answer.
+    Unavailable,
+}
+
+/// The stream's refusals when it is at its limits (`discard: new`): insufficient resources, or
+/// maximum bytes / messages exceeded.
+fn is_stream_full(error: &async_nats::jetstream::context::PublishError) -> bool {
+    let text = error.to_string();
+    text.contains("maximum") || text.contains("insufficient resources") || text.contains("10047")
 }

@@ -18,6 +18,12 @@ pub struct Stats {
     frames_in: AtomicU64,
     frames_out: AtomicU64,
     metrics: PrometheusHandle,
+    // Handles looked up once: the per-frame path does no registry lookups.
+    frames_in_total: metrics::Counter,
+    frames_out_total: metrics::Counter,
+    /// Time from a frame's publish to its JetStream ack (durable topics) or its hand-off (core).
+    pub publish_durable: metrics::Histogram,
+    pub publish_core: metrics::Histogram,
 }
 
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
@@ -46,6 +52,10 @@ impl Stats {
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
             metrics,
+            frames_in_total: metrics::counter!("gateway_frames_in_total"),
+            frames_out_total: metrics::counter!("gateway_frames_out_total"),
+            publish_durable: metrics::histogram!("gateway_publish_seconds", "durable" => "true"),
+            publish_core: metrics::histogram!("gateway_publish_seconds", "durable" => "false"),
         }
     }
 
@@ -68,12 +78,12 @@ impl Stats {
 
     pub fn frame_in(&self) {
         self.frames_in.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("gateway_frames_in_total").increment(1);
+        self.frames_in_total.increment(1);
     }
 
     pub fn frame_out(&self) {
         self.frames_out.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("gateway_frames_out_total").increment(1);
+        self.frames_out_total.increment(1);
     }
 
     pub fn connections(&self) -> i64 {

@@ -31,9 +31,17 @@ pub struct JwtConfig {
     pub jwt_secret: String,
 }
 
+/// The JetStream worker runtime's knobs (lifecycle, mediums, chat).
 #[derive(Args, Clone, Debug)]
 pub struct WorkerConfig {
-    /// Frames this instance handles at once (frames of one session stay in order).
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 8)]
-    pub worker_concurrency: usize,
+    /// Attempts at a frame that fails for a reason other than its content before it goes to the
+    /// DEAD_LETTER stream and the sender hears "could not be processed".
+    #[arg(long, env = "WORKER_MAX_DELIVER", default_value_t = 10)]
+    pub worker_max_deliver: u32,
+    /// Frames of one partition applied in one transaction, at most.
+    #[arg(long, env = "WORKER_BATCH_MAX", default_value_t = 256)]
+    pub worker_batch_max: usize,
+    /// The first retry of a failed frame waits this long; each next one twice as long (up to 5 s).
+    #[arg(long, env = "WORKER_RETRY_BACKOFF_MS", default_value_t = 100)]
+    pub worker_retry_backoff_ms: u64,
 }

@@ -178,6 +178,17 @@ pub enum ClientFrame {
 }
 
 impl ClientFrame {
+    /// A `chat_message`'s client id, when it is text (echoed in its error frame).
+    pub fn client_message_id(&self) -> Option<String> {
+        match self {
+            ClientFrame::ChatMessage {
+                client_message_id: Some(Value::String(id)),
+                ..
+            } => Some(id.chars().take(64).collect()),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> FrameKind {
         match self {
             ClientFrame::WorkResponse { .. } => FrameKind::WorkResponse,
@@ -381,6 +392,7 @@ pub mod errors {
         "invalid coordinates: latitude must be -90..90 and longitude -180..180";
     pub const FRAME_TOO_LARGE: &str = "frame too large (limit 64 KiB)";
     pub const UNAVAILABLE: &str = "service temporarily unavailable, please retry";
+    pub const SERVER_BUSY: &str = "server busy, please retry";
 
     pub fn not_allowed_for_role(kind: &str, role: &str) -> String {
         format!("{kind} is not allowed for a {role}")

@@ -12,8 +12,7 @@ pub const CONN_ID: &str = "conn-id";
 pub const TRACE_ID: &str = "trace-id";
 /// On an event: deliver it, then close all the user's sockets with 1000.
 pub const CLOSE: &str = "close";
-/// The number of this frame among the `session.<id>.chat` frames of its socket (1, 2, ...), so the
-/// chat worker can keep a sender's messages in order across instances.
-pub const CHAT_FRAME: &str = "chat-frame";
+/// On a dead-lettered frame in `DEAD_LETTER`: why it could not be applied.
+pub const ERROR: &str = "error";
 /// JetStream's de-duplication header; the gateway sets it to a unique frame id.
 pub const MSG_ID: &str = "Nats-Msg-Id";

@@ -7,8 +7,78 @@ use serde::Deserialize;
 use std::time::Duration;
 
 const STREAM_DEFINITION: &str = include_str!("../../nats/stream-inbound.json");
+const DEAD_LETTER_DEFINITION: &str = include_str!("../../nats/stream-dead-letter.json");
 const CONSUMER_DEFINITIONS: &str = include_str!("../../nats/consumers.json");
 const KV_DEFINITIONS: &str = include_str!("../../nats/kv.json");
+
+/// Where frames that could not be applied go (`dead.<kind>`).
+pub const DEAD_LETTER_STREAM: &str = "DEAD_LETTER";
+/// KV bucket of worker heartbeats (`<kind>.<instance>`), for partition ownership.
+pub const WORKER_MEMBERS_BUCKET: &str = "worker_members";
+/// The priority group every partition consumer pins its owner in.
+pub const OWNER_GROUP: &str = "owner";
+/// A delivered frame not acknowledged (or marked in progress) within this is delivered again.
+/// A new owner of a partition waits at most this long for its predecessor's deliveries to lapse.
+pub const ACK_WAIT: Duration = Duration::from_secs(5);
+/// The server moves a pin whose client stopped pulling for this long (owners also unpin on
+/// take-over, so this only matters when nobody does).
+pub const PRIORITY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Frames a partition may have delivered and not yet acknowledged.
+pub const MAX_ACK_PENDING: i64 = 1024;
+/// Consumers of the first, unpartitioned runtime: removed at provisioning, or interest retention
+/// would keep every frame for them.
+const LEGACY_CONSUMERS: [&str; 3] = ["lifecycle", "mediums", "chat"];
+
+/// One worker kind's share of `INBOUND` (`nats/consumers.json`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct WorkerKindDefinition {
+    pub kind: String,
+    pub description: String,
+    /// Published subjects; each partition's consumer filters them with `.<partition>` appended.
+    pub filter_subjects: Vec<String>,
+}
+
+/// The worker kinds that read `INBOUND`, from `nats/consumers.json`.
+pub fn worker_kinds() -> Vec<WorkerKindDefinition> {
+    // The file is compiled in and parsed by a unit test, so this cannot fail at run time.
+    serde_json::from_str(CONSUMER_DEFINITIONS).unwrap_or_default()
+}
+
+/// The durable consumer of one worker kind's partition, e.g. `chat-07`.
+pub fn consumer_name(kind: &str, partition: u32) -> String {
+    format!("{kind}-{partition:02}")
+}
+
+/// The consumer configuration of one partition of a worker kind: explicit acks of the whole
+/// prefix (`AckPolicy::All`: one ack per batch), unlimited deliveries (the runtime counts attempts
+/// and dead-letters), one pinned puller at a time.
+pub fn partition_consumer(
+    definition: &WorkerKindDefinition,
+    partition: u32,
+) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(consumer_name(&definition.kind, partition)),
+        description: Some(format!(
+            "{} partition {partition}: {}",
+            definition.kind, definition.description
+        )),
+        filter_subjects: definition
+            .filter_subjects
+            .iter()
+            .map(|subject| format!("{subject}.{partition}"))
+            .collect(),
+        ack_policy: consumer::AckPolicy::All,
+        ack_wait: ACK_WAIT,
+        max_deliver: -1,
+        max_ack_pending: MAX_ACK_PENDING,
+        deliver_policy: consumer::DeliverPolicy::All,
+        replay_policy: consumer::ReplayPolicy::Instant,
+        priority_groups: vec![OWNER_GROUP.to_owned()],
+        priority_policy: consumer::PriorityPolicy::PinnedClient,
+        priority_timeout: PRIORITY_TIMEOUT,
+        ..Default::default()
+    }
+}
 
 /// KV bucket holding typing state (`<session_id>.<role>` keys with per-key TTL).
 pub const TYPING_BUCKET: &str = "typing";
@@ -98,18 +168,39 @@ struct KvDefinition {
     max_age_secs: u64,
 }
 
-/// Creates or updates the `INBOUND` stream, the worker consumers and the KV buckets from the
-/// definitions in `nats/`. Idempotent: the local stack, the tests and every worker at start call
-/// it, so a fresh server is ready whichever process comes first.
+/// Creates or updates the `INBOUND` and `DEAD_LETTER` streams, every partition consumer and the
+/// KV buckets from the definitions in `nats/`. Idempotent: the local stack, the tests and every
+/// worker at start call it, so a fresh server is ready whichever process comes first.
 pub async fn provision(client: &Client) -> anyhow::Result<()> {
     let context = jetstream::new(client.clone());
+    let dead_letter: stream::Config = serde_json::from_str(DEAD_LETTER_DEFINITION)?;
+    context.create_or_update_stream(dead_letter).await?;
     let stream_config: stream::Config = serde_json::from_str(STREAM_DEFINITION)?;
     let stream_name = stream_config.name.clone();
-    context.create_or_update_stream(stream_config).await?;
+    context
+        .create_or_update_stream(stream_config)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "stream {stream_name}: {error} (an INBOUND stream of an older layout must be drained and removed: `nats stream rm {stream_name}`)"
+            )
+        })?;
     let stream = context.get_stream(&stream_name).await?;
-    let consumers: Vec<consumer::pull::Config> = serde_json::from_str(CONSUMER_DEFINITIONS)?;
-    for config in consumers {
-        stream.create_consumer(config).await?;
+    for legacy in LEGACY_CONSUMERS {
+        if stream.consumer_info(legacy).await.is_ok() {
+            tracing::warn!(
+                consumer = legacy,
+                "removing the unpartitioned consumer of an older layout"
+            );
+            stream.delete_consumer(legacy).await?;
+        }
+    }
+    for definition in worker_kinds() {
+        for partition in 0..crate::subjects::PARTITIONS {
+            stream
+                .create_consumer(partition_consumer(&definition, partition))
+                .await?;
+        }
     }
     let buckets: Vec<KvDefinition> = serde_json::from_str(KV_DEFINITIONS)?;
     for bucket in buckets {
@@ -142,11 +233,23 @@ mod tests {
 
     #[test]
     fn definitions_parse() {
-        let _: stream::Config = serde_json::from_str(STREAM_DEFINITION).expect("stream");
-        let consumers: Vec<consumer::pull::Config> =
+        let inbound: stream::Config = serde_json::from_str(STREAM_DEFINITION).expect("stream");
+        let transform = inbound.subject_transform.expect("a partitioning transform");
+        assert!(transform.destination.contains(&format!(
+            "{{{{partition({},2)}}}}",
+            crate::subjects::PARTITIONS
+        )));
+        assert_eq!(inbound.retention, stream::RetentionPolicy::Interest);
+        assert_eq!(inbound.discard, stream::DiscardPolicy::New);
+        let _: stream::Config = serde_json::from_str(DEAD_LETTER_DEFINITION).expect("dead letter");
+        let kinds: Vec<WorkerKindDefinition> =
             serde_json::from_str(CONSUMER_DEFINITIONS).expect("consumers");
-        assert_eq!(consumers.len(), 3);
+        assert_eq!(kinds.len(), 3);
+        assert_eq!(
+            partition_consumer(&kinds[2], 7).filter_subjects[0],
+            "session.*.chat.7"
+        );
         let buckets: Vec<KvDefinition> = serde_json::from_str(KV_DEFINITIONS).expect("kv");
-        assert_eq!(buckets.len(), 3);
+        assert_eq!(buckets.len(), 4);
     }
 }

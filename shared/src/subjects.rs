@@ -11,6 +11,12 @@
 //! | `session.<session_id>.ended` | lifecycle -> distance, chat (the session was cancelled or finished) |
 //! | `api.<resource>.<verb>` | gateway -> workers, request/reply |
 //!
+//! In the `INBOUND` stream every inbound subject gains a fourth token, its partition: the stream's
+//! subject transform (`nats/stream-inbound.json`) turns `session.<id>.chat` into
+//! `session.<id>.chat.<p>` with `p = fnv1a32(<id>) % PARTITIONS`, so all frames of one session (or
+//! one message, one work order) land in one partition, which one worker instance applies in order.
+//! Publishers and core-NATS subscribers never see that token.
+//!
 //! Ids only reach a subject after validation (UUIDs, integers, `[A-Za-z0-9_-]{1,64}` user ids), so
 //! no client can put `.`, `*` or `>` into one.
 
@@ -18,6 +24,21 @@ use uuid::Uuid;
 
 /// The JetStream stream that captures every durable inbound subject.
 pub const INBOUND_STREAM: &str = "INBOUND";
+
+/// How many partitions the `INBOUND` stream's subject transform spreads frames over. It must match
+/// `{{partition(16,2)}}` in `nats/stream-inbound.json`; changing it needs a drained stream.
+pub const PARTITIONS: u32 = 16;
+
+/// The partition the stream's subject transform gives a subject whose id token is `id`
+/// (nats-server hashes the token with FNV-1a 32, then takes it modulo the partition count).
+pub fn partition_of(id: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in id.as_bytes() {
+        hash ^= u32::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % PARTITIONS
+}
 
 /// The second token of a `session.<id>.<topic>` subject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,9 +145,16 @@ pub enum Address {
 }
 
 impl Address {
+    /// Parses an inbound subject as published (`session.<id>.chat`) or as stored in `INBOUND`
+    /// (`session.<id>.chat.<partition>`).
     pub fn parse(subject: &str) -> Option<Address> {
         let mut tokens = subject.split('.');
         let (kind, id, last) = (tokens.next()?, tokens.next()?, tokens.next()?);
+        if let Some(partition) = tokens.next()
+            && partition.parse::<u32>().is_err()
+        {
+            return None;
+        }
         if tokens.next().is_some() {
             return None;
         }
@@ -189,5 +217,20 @@ mod tests {
         );
         assert_eq!(Address::parse("session.x.chat"), None);
         assert_eq!(Address::parse("work.1.response.extra"), None);
+        assert_eq!(
+            Address::parse(&format!("{subject}.7")),
+            Address::parse(&subject)
+        );
+        assert_eq!(Address::parse("work.1.response.2.3"), None);
+    }
+
+    #[test]
+    fn partitions_follow_nats_servers_fnv1a_hash() {
+        // FNV-1a 32 reference values: "" -> 0x811c9dc5, "a" -> 0xe40c292c.
+        assert_eq!(partition_of(""), 0x811c_9dc5 % PARTITIONS);
+        assert_eq!(partition_of("a"), 0xe40c_292c % PARTITIONS);
+        let id = Uuid::new_v4().to_string();
+        assert_eq!(partition_of(&id), partition_of(&id));
+        assert!(partition_of(&id) < PARTITIONS);
     }
 }

@@ -548,7 +548,12 @@ async fn two_lifecycle_instances_handle_each_frame_once() {
     let mut expected: Vec<i64> = orders.iter().map(|(_, id)| *id).collect();
     expected.sort();
     assert_eq!(answered, expected);
-    assert_eq!(stack.count("SELECT count(*) FROM handled_frames").await, 10);
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM work_orders WHERE status = 'rejected'")
+            .await,
+        10
+    );
 }
 
 #[tokio::test]

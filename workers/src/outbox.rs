@@ -1,24 +1,25 @@
-//! Events a handler wants delivered, collected during its transaction and published to
+//! Events a handler wants delivered, collected during its batch's transaction and published to
 //! `user.<id>.events` only after the commit (so nobody hears of a change that did not happen).
 
+use crate::runtime::Inbound;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use shared::frames::Event;
 use shared::headers;
+use std::sync::Arc;
+use uuid::Uuid;
 
-/// One frame for one user's sockets (or one socket), as stored in `handled_frames`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// One frame for one user's sockets (or one socket).
+#[derive(Clone, Debug)]
 pub struct Delivery {
     pub user_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conn_id: Option<String>,
     /// Close all the user's sockets after this frame.
-    #[serde(default)]
     pub close: bool,
     pub frame: String,
     /// A notice for other workers, published on this subject instead of the user's events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice_subject: Option<String>,
+    /// The `trace-id` of the inbound frame that caused it.
+    pub trace_id: Arc<str>,
 }
 
 impl Delivery {
@@ -29,6 +30,7 @@ impl Delivery {
             close: false,
             frame: event.to_json(),
             notice_subject: None,
+            trace_id: Arc::from(""),
         }
     }
 
@@ -40,40 +42,88 @@ impl Delivery {
     }
 }
 
+/// The events of one batch, each tagged with the trace id of the frame being handled when it was
+/// added (`begin_frame`).
 #[derive(Default)]
 pub struct Outbox {
     deliveries: Vec<Delivery>,
+    trace_id: Option<Arc<str>>,
 }
 
 impl Outbox {
+    /// The events added from now on were caused by `inbound`.
+    pub fn begin_frame(&mut self, inbound: &Inbound) {
+        self.trace_id = Some(inbound.trace_id.clone());
+    }
+
+    fn push(&mut self, mut delivery: Delivery) {
+        if let Some(trace_id) = &self.trace_id {
+            delivery.trace_id = trace_id.clone();
+        }
+        self.deliveries.push(delivery);
+    }
+
     /// To every socket of the user.
     pub fn to_user(&mut self, user_id: &str, event: &Event) {
-        self.deliveries.push(Delivery::to_user(user_id, event));
+        self.push(Delivery::to_user(user_id, event));
     }
 
     /// To one socket only (the one a frame came from).
     pub fn to_socket(&mut self, user_id: &str, conn_id: &str, event: &Event) {
-        self.deliveries
-            .push(Delivery::to_socket(user_id, conn_id, event));
+        self.push(Delivery::to_socket(user_id, conn_id, event));
     }
 
     /// To every socket of the user, which the gateway then closes with 1000.
     pub fn to_user_then_close(&mut self, user_id: &str, event: &Event) {
-        self.deliveries.push(Delivery {
+        self.push(Delivery {
             close: true,
             ..Delivery::to_user(user_id, event)
         });
     }
 
+    /// The error frame of contract section 4, to the socket the frame came from only.
+    pub fn refuse(
+        &mut self,
+        inbound: &Inbound,
+        error: String,
+        session_id: Option<Uuid>,
+        client_message_id: Option<String>,
+    ) {
+        let event = Event::Error {
+            error,
+            request_type: inbound.request_type.clone(),
+            session_id,
+            client_message_id,
+        };
+        self.push(Delivery {
+            trace_id: inbound.trace_id.clone(),
+            ..Delivery::to_socket(&inbound.sender.user_id, &inbound.sender.conn_id, &event)
+        });
+    }
+
     /// Tells the other workers the session ended (`session.<id>.ended`).
-    pub fn session_ended(&mut self, session_id: &uuid::Uuid) {
-        self.deliveries.push(Delivery {
+    pub fn session_ended(&mut self, session_id: &Uuid) {
+        self.push(Delivery {
             user_id: String::new(),
             conn_id: None,
             close: false,
             frame: String::new(),
             notice_subject: Some(shared::subjects::session_ended(session_id)),
+            trace_id: Arc::from(""),
         });
+    }
+
+    pub fn len(&self) -> usize {
+        self.deliveries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.deliveries.is_empty()
+    }
+
+    /// Drops the events added since the outbox held `len` of them (a frame rolled back).
+    pub fn truncate(&mut self, len: usize) {
+        self.deliveries.truncate(len);
     }
 
     pub fn into_deliveries(self) -> Vec<Delivery> {
@@ -81,27 +131,58 @@ impl Outbox {
     }
 }
 
-/// Publishes on core NATS; a user with no socket anywhere simply misses it (chat has `resume`).
-pub async fn publish(nats: &async_nats::Client, deliveries: &[Delivery], trace_id: &str) {
+/// Publishes a batch's events on core NATS, in order; a user with no socket anywhere simply
+/// misses them (chat has `resume`).
+pub async fn publish_all(nats: &async_nats::Client, deliveries: Vec<Delivery>) {
     for delivery in deliveries {
-        let mut nats_headers = async_nats::HeaderMap::new();
-        nats_headers.insert(headers::TRACE_ID, trace_id);
-        if let Some(conn_id) = &delivery.conn_id {
-            nats_headers.insert(headers::CONN_ID, conn_id.as_str());
-        }
-        if delivery.close {
-            nats_headers.insert(headers::CLOSE, "1");
-        }
         let subject = match &delivery.notice_subject {
             Some(subject) => subject.clone(),
             None => shared::subjects::user_events(&delivery.user_id),
         };
-        let payload = Bytes::from(delivery.frame.clone());
+        let headers = event_headers(&delivery, "");
         if let Err(error) = nats
-            .publish_with_headers(subject, nats_headers, payload)
+            .publish_with_headers(subject, headers, Bytes::from(delivery.frame))
             .await
         {
             tracing::warn!(%error, user_id = %delivery.user_id, "cannot publish an event");
         }
     }
+}
+
+/// Publishes events outside the runtime (typing, distance, REST side effects), tagged with
+/// `trace_id` unless they carry their own.
+pub async fn publish(nats: &async_nats::Client, deliveries: &[Delivery], trace_id: &str) {
+    publish_all(
+        nats,
+        deliveries
+            .iter()
+            .map(|delivery| {
+                let mut delivery = delivery.clone();
+                if delivery.trace_id.is_empty() {
+                    delivery.trace_id = Arc::from(trace_id);
+                }
+                delivery
+            })
+            .collect(),
+    )
+    .await;
+}
+
+fn event_headers(delivery: &Delivery, fallback_trace_id: &str) -> async_nats::HeaderMap {
+    let mut nats_headers = async_nats::HeaderMap::new();
+    let trace_id = if delivery.trace_id.is_empty() {
+        fallback_trace_id
+    } else {
+        &delivery.trace_id
+    };
+    if !trace_id.is_empty() {
+        nats_headers.insert(headers::TRACE_ID, trace_id);
+    }
+    if let Some(conn_id) = &delivery.conn_id {
+        nats_headers.insert(headers::CONN_ID, conn_id.as_str());
+    }
+    if delivery.close {
+        nats_headers.insert(headers::CLOSE, "1");
+    }
+    nats_headers
 }

@@ -144,6 +144,19 @@ pub async fn load_for_update(
         .await
 }
 
+/// Loads and locks several sessions (in id order, so concurrent batches never deadlock).
+pub async fn load_many_for_update(
+    tx: &mut PgConnection,
+    session_ids: &[Uuid],
+) -> Result<Vec<SessionRow>, sqlx::Error> {
+    sqlx::query_as::<_, SessionRow>(session_select!(
+        "WHERE session_id = ANY($1) ORDER BY session_id FOR UPDATE"
+    ))
+    .bind(session_ids)
+    .fetch_all(tx)
+    .await
+}
+
 /// The session, if `sender` is part of it; "session not found" otherwise.
 pub fn participant(
     row: Option<SessionRow>,

@@ -3,6 +3,8 @@
 
 use shared::config::{DatabaseConfig, NatsConfig};
 use sqlx::PgPool;
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// Connects to NATS (checked, and the stream/consumers/KV provisioned) and to Postgres (checked).
 pub async fn connect(
@@ -27,9 +29,15 @@ pub async fn connect(
     }
 }
 
-/// Runs a worker until it fails or the process is asked to stop (Ctrl-C or SIGTERM).
+/// How long a stopping worker may take to finish the batches in hand.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs a worker until it fails or the process is asked to stop (Ctrl-C or SIGTERM). On a signal,
+/// `stopping` turns true and the worker gets `STOP_GRACE` to finish what it holds (the JetStream
+/// runtime applies and acks its batches in hand, then returns).
 pub async fn run_until_stopped(
     worker: impl std::future::Future<Output = anyhow::Result<()>>,
+    stopping: watch::Sender<bool>,
 ) -> anyhow::Result<()> {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -39,11 +47,26 @@ pub async fn run_until_stopped(
             Err(_) => std::future::pending::<()>().await,
         }
     };
+    tokio::pin!(worker);
     tokio::select! {
-        result = worker => result,
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        () = terminate => Ok(()),
+        result = &mut worker => return result,
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
+    tracing::info!("stopping");
+    let _ = stopping.send(true);
+    match tokio::time::timeout(STOP_GRACE, worker).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("did not stop within {STOP_GRACE:?}; exiting anyway");
+            Ok(())
+        }
+    }
+}
+
+/// The stop signal handed to a worker and to `run_until_stopped`.
+pub fn stop_signal() -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    watch::channel(false)
 }
 
 fn fail(name: &str, error: &dyn std::fmt::Display) -> ! {

@@ -32,5 +32,6 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(config.typing_ttl_secs.max(1)),
     )
     .await?;
-    workers::startup::run_until_stopped(chat::run(worker, config.worker.worker_concurrency)).await
+    let (stop, stopping) = workers::startup::stop_signal();
+    workers::startup::run_until_stopped(chat::run(worker, config.worker, stopping), stop).await
 }

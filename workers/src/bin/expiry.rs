@@ -24,5 +24,6 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let (nats, pool) = workers::startup::connect("expiry", &config.nats, &config.database).await;
     let period = Duration::from_secs(config.expiry_sweep_secs.max(1));
-    workers::startup::run_until_stopped(workers::expiry::run(nats, pool, period)).await
+    let (stop, _) = workers::startup::stop_signal();
+    workers::startup::run_until_stopped(workers::expiry::run(nats, pool, period), stop).await
 }

@@ -31,6 +31,6 @@ async fn main() -> anyhow::Result<()> {
         pool,
         chat_retention: Duration::from_secs(config.chat_retention_secs),
     };
-    workers::startup::run_until_stopped(lifecycle::run(worker, config.worker.worker_concurrency))
-        .await
+    let (stop, stopping) = workers::startup::stop_signal();
+    workers::startup::run_until_stopped(lifecycle::run(worker, config.worker, stopping), stop).await
 }

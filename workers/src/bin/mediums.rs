@@ -21,10 +21,10 @@ struct Config {
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let (nats, pool) = workers::startup::connect("mediums", &config.nats, &config.database).await;
-    workers::startup::run_until_stopped(workers::mediums::run(
-        nats,
-        pool,
-        config.worker.worker_concurrency,
-    ))
+    let (stop, stopping) = workers::startup::stop_signal();
+    workers::startup::run_until_stopped(
+        workers::mediums::run(nats, pool, config.worker, stopping),
+        stop,
+    )
     .await
 }

@@ -2,9 +2,9 @@
 //! shared runtime), `typing_indicator` (core NATS, state in the `typing` KV bucket) and the history
 //! REST route. This file wires subjects and frame types to their modules.
 
+mod batch;
 mod chat_message;
 mod history;
-mod ordering;
 mod receipts;
 mod resume;
 mod start_chat;
@@ -12,21 +12,21 @@ mod typing;
 
 use crate::api_server::{self, ApiHandler, Caller};
 use crate::outbox::Outbox;
-use crate::runtime::{self, FrameError, FrameHandler, Inbound};
+use crate::runtime::{self, BatchHandler, Frame, FrameError};
+use batch::ChatBatch;
 use shared::api::{ApiRequest, ApiResponse};
-use shared::frames::{ClientFrame, Event};
+use shared::config::WorkerConfig;
+use shared::frames::ClientFrame;
 use shared::subjects::{api, queue};
 use sqlx::{PgConnection, PgPool};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 pub struct Chat {
     pub nats: async_nats::Client,
     pub pool: PgPool,
     pub typing: Arc<typing::Typing>,
-    /// Per socket, the last chat frame this instance committed: lets `admit` skip the database
-    /// read in the common case of one instance handling a socket's frames.
-    pub applied: ordering::Applied,
 }
 
 impl Chat {
@@ -35,125 +35,87 @@ impl Chat {
         pool: PgPool,
         typing_ttl: Duration,
     ) -> anyhow::Result<Chat> {
-        let typing = Arc::new(typing::Typing::new(&nats, pool.clone(), typing_ttl).await?);
-        Ok(Chat {
-            nats,
-            pool,
-            typing,
-            applied: ordering::Applied::default(),
-        })
+        let typing = typing::Typing::new(&nats, pool.clone(), typing_ttl).await?;
+        Ok(Chat { nats, pool, typing })
     }
 }
 
-impl FrameHandler for Chat {
-    fn changes_state(&self, frame: &ClientFrame) -> bool {
-        !matches!(frame, ClientFrame::Resume { .. })
-    }
-
-    async fn admit(&self, pool: &PgPool, inbound: &Inbound) -> Result<(), FrameError> {
-        ordering::admit(pool, &self.applied, inbound).await
-    }
-
-    fn committed(&self, inbound: &Inbound) {
-        self.applied.record(inbound);
-    }
-
-    async fn handle(
+impl BatchHandler for Chat {
+    async fn apply(
         &self,
         tx: &mut PgConnection,
-        inbound: &Inbound,
-        frame: ClientFrame,
+        frames: Vec<Frame>,
         outbox: &mut Outbox,
     ) -> Result<(), FrameError> {
-        let sender = &inbound.sender;
-        // A refusal of a chat-topic frame still counts as handled (`ordering::advance`), so the
-        // socket's later frames are not held up.
-        let kind = frame.kind();
-        let client_message_id = match &frame {
-            ClientFrame::ChatMessage {
-                client_message_id: Some(serde_json::Value::String(id)),
-                ..
-            } => Some(id.clone()),
-            _ => None,
-        };
-        let result = match frame {
-            ClientFrame::StartChat { session_id } => {
-                start_chat::handle(tx, sender, session_id, outbox).await
-            }
-            ClientFrame::ChatMessage {
-                session_id,
-                message,
-                client_message_id,
-            } => {
-                chat_message::handle(
-                    tx,
-                    sender,
+        let mut batch = ChatBatch::load(tx, &frames).await?;
+        for Frame { inbound, frame } in frames {
+            outbox.begin_frame(&inbound);
+            let sender = &inbound.sender;
+            let client_message_id = frame.client_message_id();
+            let result = match frame {
+                ClientFrame::StartChat { session_id } => {
+                    start_chat::handle(tx, &mut batch, sender, session_id, outbox).await
+                }
+                ClientFrame::ChatMessage {
                     session_id,
                     message,
                     client_message_id,
-                    &self.typing,
-                    outbox,
-                )
-                .await
-            }
-            ClientFrame::Resume {
-                session_id,
-                last_seq,
-            } => resume::handle(tx, sender, session_id, last_seq, outbox).await,
-            ClientFrame::MessageDelivered {
-                message_id,
-                session_id,
-            } => {
-                receipts::handle(
-                    tx,
+                } => {
+                    chat_message::handle(
+                        tx,
+                        &mut batch,
+                        sender,
+                        session_id,
+                        message,
+                        client_message_id,
+                        outbox,
+                    )
+                    .await
+                }
+                ClientFrame::Resume {
+                    session_id,
+                    last_seq,
+                } => resume::handle(tx, &mut batch, sender, session_id, last_seq, outbox).await,
+                ClientFrame::MessageDelivered {
+                    message_id,
+                    session_id,
+                } => receipts::handle(
+                    &mut batch,
                     sender,
                     message_id,
                     session_id,
                     receipts::Status::Delivered,
                     outbox,
-                )
-                .await
-            }
-            ClientFrame::MessageRead {
-                message_id,
-                session_id,
-            } => {
-                receipts::handle(
-                    tx,
+                ),
+                ClientFrame::MessageRead {
+                    message_id,
+                    session_id,
+                } => receipts::handle(
+                    &mut batch,
                     sender,
                     message_id,
                     session_id,
                     receipts::Status::Read,
                     outbox,
-                )
-                .await
+                ),
+                other => Err(FrameError::refused(
+                    format!("{} is not handled by the chat worker", other.kind().name()),
+                    None,
+                )),
+            };
+            match result {
+                Ok(()) => {}
+                // Every refusal is decided before anything is queued or written.
+                Err(FrameError::Refused { error, session_id }) => {
+                    outbox.refuse(&inbound, error, session_id, client_message_id);
+                }
+                Err(other) => return Err(other),
             }
-            other => Err(FrameError::refused(
-                format!("{} is not handled by the chat worker", other.kind().name()),
-                None,
-            )),
-        };
-        if inbound.chat_frame.is_none() {
-            return result;
         }
-        match result {
-            Err(FrameError::Refused { error, session_id }) => {
-                let event = Event::Error {
-                    error,
-                    request_type: Some(kind.name().to_owned()),
-                    session_id,
-                    client_message_id,
-                };
-                outbox.to_socket(&sender.user_id, &sender.conn_id, &event);
-                ordering::advance(tx, inbound).await?;
-                Ok(())
-            }
-            Ok(()) => {
-                ordering::advance(tx, inbound).await?;
-                Ok(())
-            }
-            other => other,
-        }
+        batch.flush(tx).await?;
+        self.typing
+            .clear_in_background(std::mem::take(&mut batch.typing_clears));
+        Ok(())
     }
 }
 
@@ -170,11 +132,15 @@ impl ApiHandler for Chat {
     }
 }
 
-pub async fn run(chat: Chat, concurrency: usize) -> anyhow::Result<()> {
+pub async fn run(
+    chat: Chat,
+    config: WorkerConfig,
+    stopping: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let chat = Arc::new(chat);
     let (nats, pool) = (chat.nats.clone(), chat.pool.clone());
     tokio::select! {
-        result = runtime::run_consumer(nats.clone(), pool, "chat", concurrency, chat.clone()) => result,
+        result = runtime::run(nats.clone(), pool, "chat", config, chat.clone(), stopping) => result,
         result = api_server::serve(nats.clone(), &[api::MESSAGES_LIST], queue::CHAT, chat.clone()) => result,
         result = typing::serve(nats, chat.clone()) => result,
     }

@@ -1,10 +1,10 @@
 //! `resume` after a reconnect: `session_state` (the snapshot as REST shows it), then every stored
 //! message with `seq > last_seq`, in order, as `chat_message` frames, to the resuming socket only.
-//! Read-only, so a redelivery simply answers again.
+//! Read-only.
 
+use super::batch::ChatBatch;
 use crate::outbox::Outbox;
 use crate::runtime::{FrameError, Sender};
-use crate::session;
 use serde_json::Value;
 use shared::auth::Role;
 use shared::frames::Event;
@@ -24,12 +24,13 @@ struct Missed {
 
 pub async fn handle(
     tx: &mut PgConnection,
+    batch: &mut ChatBatch,
     sender: &Sender,
     session_id: Uuid,
     last_seq: Option<Value>,
     outbox: &mut Outbox,
 ) -> Result<(), FrameError> {
-    let (row, role) = session::participant(session::load(tx, session_id).await?, sender)?;
+    let (row, role) = batch.participant(session_id, sender)?;
     let last_seq = match last_seq {
         None | Some(Value::Null) => 0,
         Some(value) => match value.as_i64() {
@@ -42,6 +43,8 @@ pub async fn handle(
             }
         },
     };
+    // Messages earlier in this batch are part of what the client missed.
+    batch.flush(tx).await?;
     outbox.to_socket(
         &sender.user_id,
         &sender.conn_id,

@@ -1,6 +1,7 @@
 //! `start_chat`: marks the chat started (once) and sends `chat_ready` to both parties.
 //! `chat_room_id` is the session id.
 
+use super::batch::ChatBatch;
 use crate::outbox::Outbox;
 use crate::runtime::{FrameError, Sender};
 use crate::session::{self, SessionRow};
@@ -11,13 +12,16 @@ use uuid::Uuid;
 
 pub async fn handle(
     tx: &mut PgConnection,
+    batch: &mut ChatBatch,
     sender: &Sender,
     session_id: Uuid,
     outbox: &mut Outbox,
 ) -> Result<(), FrameError> {
-    let (row, _) = session::participant(session::load_for_update(tx, session_id).await?, sender)?;
+    let (row, _) = batch.participant(session_id, sender)?;
     session::require_live(&row)?;
-    if !start(tx, &row, outbox).await? {
+    if start(tx, &row, outbox).await? {
+        batch.chat_started(session_id);
+    } else {
         // Already started: this socket (a second device, a reconnect) still gets its answer.
         outbox.to_socket(&sender.user_id, &sender.conn_id, &ready(session_id));
     }

@@ -16,7 +16,8 @@ use shared::frames::{ClientFrame, Event, errors};
 use shared::nats::TYPING_BUCKET;
 use shared::subjects::{self, Topic, queue};
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
@@ -35,6 +36,11 @@ pub struct Typing {
     pool: PgPool,
     ttl: Duration,
     live_sessions: Mutex<HashMap<Uuid, Participants>>,
+    /// The keys set in the bucket right now, kept by a watch on it, so that the chat messages of a
+    /// batch clear only indicators that exist instead of reading the bucket once per message.
+    typists: Arc<Mutex<HashSet<String>>>,
+    /// Whether the watch runs; without it every clear reads the bucket.
+    watching: Arc<AtomicBool>,
 }
 
 fn key(session_id: Uuid, role: Role) -> String {
@@ -46,26 +52,64 @@ impl Typing {
         nats: &async_nats::Client,
         pool: PgPool,
         ttl: Duration,
-    ) -> anyhow::Result<Typing> {
+    ) -> anyhow::Result<Arc<Typing>> {
         let context = jetstream::new(nats.clone());
         let store = context
             .get_key_value(TYPING_BUCKET)
             .await
             .map_err(|error| anyhow::anyhow!("KV bucket {TYPING_BUCKET}: {error}"))?;
-        Ok(Typing {
+        let typists = Arc::new(Mutex::new(HashSet::new()));
+        let watching = Arc::new(AtomicBool::new(false));
+        match store.watch_all().await {
+            Ok(mut watch) => {
+                watching.store(true, Ordering::Relaxed);
+                let (typists, watching) = (typists.clone(), watching.clone());
+                tokio::spawn(async move {
+                    while let Some(entry) = watch.next().await {
+                        let Ok(entry) = entry else { continue };
+                        if let Ok(mut typists) = typists.lock() {
+                            if entry.operation == kv::Operation::Put {
+                                typists.insert(entry.key);
+                            } else {
+                                typists.remove(&entry.key);
+                            }
+                        }
+                    }
+                    tracing::warn!("typing watch ended; clears now read the bucket");
+                    watching.store(false, Ordering::Relaxed);
+                });
+            }
+            Err(error) => tracing::warn!(%error, "cannot watch the typing bucket"),
+        }
+        Ok(Arc::new(Typing {
             nats: nats.clone(),
             context,
             store,
             pool,
             ttl,
             live_sessions: Mutex::new(HashMap::new()),
-        })
+            typists,
+            watching,
+        }))
+    }
+
+    /// Whether `key` may be set (always, when the watch does not run).
+    fn may_be_set(&self, key: &str) -> bool {
+        !self.watching.load(Ordering::Relaxed)
+            || self
+                .typists
+                .lock()
+                .map(|typists| typists.contains(key))
+                .unwrap_or(true)
     }
 
     /// Clears `role`'s indicator in the session; true when it was set (so the other party must
     /// hear `is_typing: false`).
     pub async fn clear(&self, session_id: Uuid, role: Role) -> bool {
         let key = key(session_id, role);
+        if !self.may_be_set(&key) {
+            return false;
+        }
         match self.store.entry(key.as_str()).await {
             Ok(Some(entry)) if entry.operation == kv::Operation::Put => self
                 .store
@@ -76,28 +120,32 @@ impl Typing {
         }
     }
 
-    /// Clears `role`'s indicator without waiting, and tells `other_user_id` if one was set.
-    pub fn clear_in_background(
-        self: &Arc<Self>,
-        session_id: Uuid,
-        role: Role,
-        other_user_id: String,
-    ) {
+    /// Clears the indicators of a batch's senders without holding up the batch, and tells each
+    /// other party whose typist was shown typing. Only indicators that exist cost a bucket call.
+    pub fn clear_in_background(self: &Arc<Self>, mut clears: Vec<(Uuid, Role, String)>) {
+        clears.sort_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+        clears.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        clears.retain(|(session_id, role, _)| self.may_be_set(&key(*session_id, *role)));
+        if clears.is_empty() {
+            return;
+        }
         let typing = self.clone();
         tokio::spawn(async move {
-            if typing.clear(session_id, role).await {
-                let event = Event::TypingIndicator {
-                    session_id,
-                    user_type: role,
-                    is_typing: false,
-                    timestamp: shared::time::now(),
-                };
-                publish(
-                    &typing.nats,
-                    &[Delivery::to_user(&other_user_id, &event)],
-                    "",
-                )
-                .await;
+            for (session_id, role, other_user_id) in clears {
+                if typing.clear(session_id, role).await {
+                    let event = Event::TypingIndicator {
+                        session_id,
+                        user_type: role,
+                        is_typing: false,
+                        timestamp: shared::time::now(),
+                    };
+                    publish(
+                        &typing.nats,
+                        &[Delivery::to_user(&other_user_id, &event)],
+                        "",
+                    )
+                    .await;
+                }
             }
         });
     }
@@ -107,7 +155,11 @@ impl Typing {
         let mut nats_headers = async_nats::HeaderMap::new();
         let backstop = self.ttl.as_secs() + 5;
         nats_headers.insert("Nats-TTL", format!("{backstop}s").as_str());
-        let subject = format!("$KV.{TYPING_BUCKET}.{}", key(session_id, role));
+        let key = key(session_id, role);
+        if let Ok(mut typists) = self.typists.lock() {
+            typists.insert(key.clone());
+        }
+        let subject = format!("$KV.{TYPING_BUCKET}.{key}");
         let ack = self
             .context
             .publish_with_headers(subject, nats_headers, bytes::Bytes::from_static(b"1"))

@@ -38,20 +38,6 @@ pub async fn sweep(pool: &PgPool) -> Result<u64, sqlx::Error> {
              SELECT message_id FROM chat_messages WHERE expires_at <= now() LIMIT $1)",
     )
     .await?;
-    // Past any redelivery (the stream keeps frames for a day): the de-duplication records and
-    // chat cursors can go.
-    delete_in_batches(
-        pool,
-        "DELETE FROM handled_frames WHERE frame_id IN (
-             SELECT frame_id FROM handled_frames WHERE handled_at < now() - interval '1 day' LIMIT $1)",
-    )
-    .await?;
-    delete_in_batches(
-        pool,
-        "DELETE FROM chat_send_cursors WHERE conn_id IN (
-             SELECT conn_id FROM chat_send_cursors WHERE updated_at < now() - interval '1 day' LIMIT $1)",
-    )
-    .await?;
     if deleted > 0 {
         tracing::info!(deleted, "expired chat messages deleted");
     }

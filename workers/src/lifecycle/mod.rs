@@ -14,14 +14,17 @@ mod work_response;
 
 use crate::api_server::{self, ApiHandler, Caller};
 use crate::outbox::Outbox;
-use crate::runtime::{self, FrameError, FrameHandler, Inbound};
+use crate::runtime::{self, FrameError, FrameHandler, Inbound, OneByOne};
 use shared::api::{ApiRequest, ApiResponse};
+use shared::config::WorkerConfig;
 use shared::frames::ClientFrame;
 use shared::subjects::{api, queue};
 use sqlx::{PgConnection, PgPool};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
+#[derive(Clone)]
 pub struct Lifecycle {
     pub nats: async_nats::Client,
     pub pool: PgPool,
@@ -89,11 +92,16 @@ impl ApiHandler for Lifecycle {
 }
 
 /// Runs every part of the lifecycle worker until one stops.
-pub async fn run(lifecycle: Lifecycle, concurrency: usize) -> anyhow::Result<()> {
+pub async fn run(
+    lifecycle: Lifecycle,
+    config: WorkerConfig,
+    stopping: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let frames = Arc::new(OneByOne(lifecycle.clone()));
     let lifecycle = Arc::new(lifecycle);
     let (nats, pool) = (lifecycle.nats.clone(), lifecycle.pool.clone());
     tokio::select! {
-        result = runtime::run_consumer(nats.clone(), pool.clone(), "lifecycle", concurrency, lifecycle.clone()) => result,
+        result = runtime::run(nats.clone(), pool.clone(), "lifecycle", config, frames, stopping) => result,
         result = api_server::serve(nats.clone(), &[
             api::PROFILE_GET, api::PROFILE_PUT,
             api::PROVIDER_STATUS_GET, api::PROVIDER_STATUS_PUT,

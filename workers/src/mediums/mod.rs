@@ -5,11 +5,13 @@ mod medium_selection;
 mod medium_share;
 
 use crate::outbox::Outbox;
-use crate::runtime::{self, FrameError, FrameHandler, Inbound};
+use crate::runtime::{self, FrameError, FrameHandler, Inbound, OneByOne};
 use serde_json::Value;
+use shared::config::WorkerConfig;
 use shared::frames::{ClientFrame, errors};
 use sqlx::{PgConnection, PgPool};
 use std::sync::Arc;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 pub struct Mediums;
@@ -42,8 +44,14 @@ impl FrameHandler for Mediums {
     }
 }
 
-pub async fn run(nats: async_nats::Client, pool: PgPool, concurrency: usize) -> anyhow::Result<()> {
-    runtime::run_consumer(nats, pool, "mediums", concurrency, Arc::new(Mediums)).await
+pub async fn run(
+    nats: async_nats::Client,
+    pool: PgPool,
+    config: WorkerConfig,
+    stopping: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let handler = Arc::new(OneByOne(Mediums));
+    runtime::run(nats, pool, "mediums", config, handler, stopping).await
 }
 
 const MEDIUM_KEYS: [&str; 3] = ["telegram", "whatsapp", "call"];

@@ -1,0 +1,266 @@
+//! How every JetStream-fed worker (lifecycle, mediums, chat) applies client frames, written once.
+//! Handlers know nothing of what is here: they see a batch of parsed frames inside one Postgres
+//! transaction and add events to an outbox.
+//!
+//! - **Partitions own order.** The `INBOUND` stream appends a partition token to every subject
+//!   (all frames of one session share one), and each worker kind has one durable consumer per
+//!   partition (`chat-07`). The kind's live instances split the partitions between them by
+//!   rendezvous hashing over heartbeats (`ownership`); each partition's consumer pins its one
+//!   puller (a priority group), and its owner applies what it pulls strictly in stream order
+//!   (`partition`).
+//! - **Batches, not frames.** Whatever is ready in a partition, up to `WORKER_BATCH_MAX` frames, is
+//!   applied in one transaction, which also advances the partition's applied stream sequence in
+//!   `partition_cursors` (`batch`). That row is the fence: a frame at or below it was applied
+//!   already (a redelivery, or a stale owner's copy) and is skipped, so nothing is applied twice.
+//!   Commit, then one ack for the whole batch, then the events.
+//! - **Poison frames never block.** A frame refused for its content is answered at once and counts
+//!   as applied. Any other failure is retried with backoff, alone, up to `WORKER_MAX_DELIVER` times;
+//!   then it goes to `DEAD_LETTER` (`dead_letter`), the sender hears "could not be processed", and
+//!   the partition moves on. While Postgres is unreachable nothing is attempted: the partition
+//!   stops pulling and resumes when the database answers.
+
+mod batch;
+mod dead_letter;
+mod ownership;
+mod partition;
+
+use crate::outbox::Outbox;
+use async_nats::jetstream;
+use serde::Deserialize;
+use shared::auth::Role;
+use shared::config::WorkerConfig;
+use shared::frames::ClientFrame;
+use shared::headers;
+use shared::subjects::Address;
+use sqlx::{PgConnection, PgPool};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// Who sent a frame, from the headers only the gateway sets.
+#[derive(Clone, Debug)]
+pub struct Sender {
+    pub user_id: String,
+    pub role: Role,
+    pub conn_id: String,
+}
+
+impl Sender {
+    /// The sender named by the gateway's headers, if they are all there.
+    pub fn from_headers(headers: Option<&async_nats::HeaderMap>) -> Option<Sender> {
+        let headers = headers?;
+        Some(Sender {
+            user_id: headers.get(headers::USER_ID)?.as_str().to_owned(),
+            role: Role::parse(headers.get(headers::ROLE)?.as_str())?,
+            conn_id: headers.get(headers::CONN_ID)?.as_str().to_owned(),
+        })
+    }
+}
+
+/// Where a frame came from, as a handler sees it.
+#[derive(Debug)]
+pub struct Inbound {
+    pub address: Address,
+    pub sender: Sender,
+    pub trace_id: Arc<str>,
+    /// The frame's `type`, echoed in error frames.
+    pub request_type: Option<String>,
+    /// Its sequence in the `INBOUND` stream (the order of the partition).
+    pub stream_seq: u64,
+}
+
+/// A frame of a batch: where it came from, and what it says.
+#[derive(Debug)]
+pub struct Frame {
+    pub inbound: Inbound,
+    pub frame: ClientFrame,
+}
+
+/// Why a frame was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// Bad input or a rule says no: the sender's socket gets an error frame, nothing changes.
+    #[error("{error}")]
+    Refused {
+        error: String,
+        session_id: Option<Uuid>,
+    },
+    /// The database failed; the runtime tells an outage (pause) from a failing frame (retry).
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Anything else that may pass: retried with backoff, then dead-lettered.
+    #[error(transparent)]
+    Retry(#[from] anyhow::Error),
+}
+
+impl FrameError {
+    pub fn refused(error: impl Into<String>, session_id: Option<Uuid>) -> FrameError {
+        FrameError::Refused {
+            error: error.into(),
+            session_id,
+        }
+    }
+}
+
+/// A worker kind's way of applying a batch of frames, in order, inside one transaction. A frame's
+/// refusal goes into the outbox (`Outbox::refuse`) and must leave no write behind; an `Err` rolls
+/// the whole batch back.
+pub trait BatchHandler: Send + Sync + 'static {
+    fn apply(
+        &self,
+        tx: &mut PgConnection,
+        frames: Vec<Frame>,
+        outbox: &mut Outbox,
+    ) -> impl Future<Output = Result<(), FrameError>> + Send;
+}
+
+/// A worker kind that handles one frame at a time (a `match` from frame type to handler module).
+/// Wrapped in [`OneByOne`], each frame of a batch runs under a savepoint, so a refusal after a
+/// write undoes just that frame.
+pub trait FrameHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        tx: &mut PgConnection,
+        inbound: &Inbound,
+        frame: ClientFrame,
+        outbox: &mut Outbox,
+    ) -> impl Future<Output = Result<(), FrameError>> + Send;
+}
+
+/// Applies a batch frame by frame with a [`FrameHandler`].
+pub struct OneByOne<H>(pub H);
+
+impl<H: FrameHandler> BatchHandler for OneByOne<H> {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        frames: Vec<Frame>,
+        outbox: &mut Outbox,
+    ) -> Result<(), FrameError> {
+        for Frame { inbound, frame } in frames {
+            outbox.begin_frame(&inbound);
+            let mark = outbox.len();
+            sqlx::query("SAVEPOINT frame").execute(&mut *tx).await?;
+            match self.0.handle(tx, &inbound, frame, outbox).await {
+                Ok(()) => {
+                    sqlx::query("RELEASE SAVEPOINT frame")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Err(FrameError::Refused { error, session_id }) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT frame")
+                        .execute(&mut *tx)
+                        .await?;
+                    outbox.truncate(mark);
+                    outbox.refuse(&inbound, error, session_id, None);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one worker kind's runtime needs, shared by its partition tasks.
+struct Context<H> {
+    kind: &'static str,
+    nats: async_nats::Client,
+    jetstream: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    pool: PgPool,
+    handler: Arc<H>,
+    config: WorkerConfig,
+}
+
+/// Runs worker kind `kind` until `stopping` turns true: keeps this instance's heartbeat, pulls the
+/// partitions it owns, and on stop lets each finish the batch in hand before returning.
+pub async fn run<H: BatchHandler>(
+    nats: async_nats::Client,
+    pool: PgPool,
+    kind: &'static str,
+    config: WorkerConfig,
+    handler: Arc<H>,
+    mut stopping: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let jetstream = jetstream::new(nats.clone());
+    let stream = jetstream
+        .get_stream(shared::subjects::INBOUND_STREAM)
+        .await
+        .map_err(|error| anyhow::anyhow!("stream INBOUND: {error}"))?;
+    batch::create_cursors(&pool, kind).await?;
+    let context = Arc::new(Context {
+        kind,
+        nats: nats.clone(),
+        jetstream,
+        stream,
+        pool,
+        handler,
+        config,
+    });
+    let mut ownership = ownership::Ownership::join(&nats, kind).await?;
+    let mut running: HashMap<u32, (watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    let mut released = Vec::new();
+    let mut heartbeat = tokio::time::interval(ownership::HEARTBEAT);
+    tracing::info!(kind, instance = ownership.me(), "worker runtime running");
+    loop {
+        tokio::select! {
+            _ = heartbeat.tick() => {
+                if let Err(error) = ownership.refresh().await {
+                    tracing::warn!(%error, kind, "heartbeat failed; keeping the partitions held");
+                }
+                let owned = ownership.owned();
+                for partition in &owned {
+                    running.entry(*partition).or_insert_with(|| {
+                        let (stop, stopped) = watch::channel(false);
+                        let task = tokio::spawn(partition::run(context.clone(), *partition, stopped));
+                        (stop, task)
+                    });
+                }
+                let lost: Vec<u32> = running.keys().filter(|p| !owned.contains(p)).copied().collect();
+                for partition in lost {
+                    if let Some((stop, task)) = running.remove(&partition) {
+                        tracing::info!(kind, partition, "partition moves to another instance");
+                        let _ = stop.send(true);
+                        released.push(task);
+                    }
+                }
+                released.retain(|task: &tokio::task::JoinHandle<()>| !task.is_finished());
+            }
+            _ = stopping.changed() => break,
+        }
+    }
+    tracing::info!(kind, "stopping: finishing the batches in hand");
+    for (stop, task) in running.into_values() {
+        let _ = stop.send(true);
+        released.push(task);
+    }
+    for task in released {
+        let _ = task.await;
+    }
+    ownership.leave().await;
+    Ok(())
+}
+
+/// The frame's `type`, read without the rest (for the error frame of a frame that fails to parse).
+fn type_of(payload: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct TypeOnly<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<Cow<'a, str>>,
+    }
+    serde_json::from_slice::<TypeOnly>(payload)
+        .ok()
+        .and_then(|frame| frame.kind.map(Cow::into_owned))
+}
+
+/// How long to wait before attempt `attempt` (1-based) of a failing frame.
+fn backoff(config: &WorkerConfig, attempt: u32) -> Duration {
+    let base = Duration::from_millis(config.worker_retry_backoff_ms.max(1));
+    base.saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(Duration::from_secs(5))
+}

@@ -1,0 +1,136 @@
+//! Which instance of a worker kind pulls which partition: every instance writes a heartbeat key
+//! `<kind>.<instance>` into the `worker_members` KV bucket (entries expire after 3 s), reads its
+//! kind's members back, and owns each partition whose rendezvous score it tops. All instances
+//! compute the same owners from the same list; when one joins or dies only its share moves.
+//!
+//! Ownership is a load-spreading agreement, not a lock: two instances may briefly both believe
+//! they own a partition. The partition consumer's pinned priority group then lets only one of them
+//! receive frames, and the applied-sequence fence in Postgres (`batch`) makes a stale owner's batch
+//! apply nothing.
+
+use async_nats::jetstream::{self, kv::Store};
+use futures::TryStreamExt;
+use shared::subjects::PARTITIONS;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+pub struct Ownership {
+    store: Store,
+    kind: &'static str,
+    me: String,
+    members: Vec<String>,
+}
+
+impl Ownership {
+    pub async fn join(nats: &async_nats::Client, kind: &'static str) -> anyhow::Result<Ownership> {
+        let bucket = shared::nats::WORKER_MEMBERS_BUCKET;
+        let store = jetstream::new(nats.clone())
+            .get_key_value(bucket)
+            .await
+            .map_err(|error| anyhow::anyhow!("KV bucket {bucket}: {error}"))?;
+        let mut ownership = Ownership {
+            store,
+            kind,
+            me: uuid::Uuid::new_v4().simple().to_string(),
+            members: Vec::new(),
+        };
+        if let Err(error) = ownership.refresh().await {
+            tracing::warn!(%error, "first heartbeat failed");
+            ownership.members = vec![ownership.me.clone()];
+        }
+        Ok(ownership)
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    fn key(&self) -> String {
+        format!("{}.{}", self.kind, self.me)
+    }
+
+    /// Renews this instance's heartbeat and re-reads its kind's members.
+    pub async fn refresh(&mut self) -> anyhow::Result<()> {
+        self.store.put(self.key(), bytes::Bytes::new()).await?;
+        let prefix = format!("{}.", self.kind);
+        let mut members: Vec<String> = self
+            .store
+            .keys()
+            .await?
+            .try_filter_map(|key| {
+                let member = key.strip_prefix(&prefix).map(str::to_owned);
+                async move { Ok(member) }
+            })
+            .try_collect()
+            .await?;
+        if !members.contains(&self.me) {
+            members.push(self.me.clone());
+        }
+        members.sort();
+        if members != self.members {
+            tracing::info!(
+                kind = self.kind,
+                members = members.len(),
+                "worker instances changed"
+            );
+        }
+        self.members = members;
+        Ok(())
+    }
+
+    /// The partitions this instance pulls.
+    pub fn owned(&self) -> BTreeSet<u32> {
+        (0..PARTITIONS)
+            .filter(|partition| owner(&self.members, *partition) == Some(self.me.as_str()))
+            .collect()
+    }
+
+    /// Removes the heartbeat so the others take this instance's partitions at once.
+    pub async fn leave(&self) {
+        let _ = self.store.delete(self.key()).await;
+    }
+}
+
+/// Rendezvous hashing: the member with the highest score for the partition owns it. FNV-1a, so
+/// every build and platform agrees.
+fn owner(members: &[String], partition: u32) -> Option<&str> {
+    let score = |member: &str| {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in member.bytes().chain(partition.to_le_bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // FNV alone mixes the last bytes poorly; finish with a multiply-xorshift.
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        hash ^ (hash >> 33)
+    };
+    members
+        .iter()
+        .map(String::as_str)
+        .max_by_key(|member| score(member))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_partition_has_one_owner_and_a_new_member_takes_only_a_share() {
+        let three: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let owners: Vec<&str> = (0..PARTITIONS)
+            .map(|p| owner(&three, p).expect("an owner"))
+            .collect();
+        for member in &three {
+            assert!(owners.contains(&member.as_str()), "{member} owns nothing");
+        }
+        let mut four = three.clone();
+        four.push(String::from("d"));
+        for partition in 0..PARTITIONS {
+            let now = owner(&four, partition).expect("an owner");
+            assert!(now == "d" || now == owners[partition as usize]);
+        }
+    }
+}

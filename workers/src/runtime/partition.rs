@@ -1,0 +1,420 @@
+//! One partition of one worker kind, while this instance owns it: take it over, pull it, and apply
+//! what arrives in batches, strictly in stream order.
+//!
+//! Why the order holds: the server delivers a consumer's frames in stream order, frames whose ack
+//! lapsed before new ones; the partition's consumer delivers to one pinned puller; and this puller
+//! checks that it sees every delivery (consecutive delivery sequences). When it cannot be sure (a
+//! missed delivery, a lost connection, a take-over, Postgres gone) it stops, waits until every
+//! delivery still outstanding has lapsed (at most the consumer's `ack_wait`), and pulls again, so
+//! the first frame it gets is the oldest one not applied. Frames at or below the partition's
+//! applied sequence are skipped (`batch`), so nothing is applied twice.
+
+use super::batch::{self, Failure};
+use super::{
+    BatchHandler, Context, Frame, FrameError, Inbound, Sender, backoff, dead_letter, type_of,
+};
+use crate::outbox::Outbox;
+use async_nats::jetstream::{self, AckKind};
+use futures::{FutureExt, StreamExt};
+use shared::frames::{ClientFrame, Event};
+use shared::headers;
+use shared::nats::{ACK_WAIT, OWNER_GROUP, consumer_name};
+use shared::subjects::Address;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How long a pull request waits on the server; well below the consumer's priority timeout, so
+/// the pin is renewed while the partition is quiet.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// Said to the sender of a frame that was dead-lettered or that Postgres refused.
+const NOT_PROCESSED: &str = "could not be processed";
+
+/// Why pulling stopped.
+enum Outcome {
+    /// Told to stop (the partition moved, or the process is stopping).
+    Stopped,
+    /// Deliveries may have been missed: start over.
+    Disrupted(String),
+    /// Postgres does not answer: wait for it, then start over.
+    DatabaseDown(String),
+}
+
+pub async fn run<H: BatchHandler>(
+    context: Arc<Context<H>>,
+    partition: u32,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = consumer_name(context.kind, partition);
+    let kind = context.kind;
+    loop {
+        if *stop.borrow() || !take_over(&context, &name, &mut stop).await {
+            break;
+        }
+        tracing::debug!(kind, partition, "pulling");
+        match pull(&context, partition, &name, &mut stop).await {
+            Outcome::Stopped => break,
+            Outcome::Disrupted(reason) => {
+                tracing::warn!(kind, partition, %reason, "partition pull disrupted; starting over");
+                metrics::counter!("worker_partition_restarts_total", "kind" => kind).increment(1);
+            }
+            Outcome::DatabaseDown(reason) => {
+                tracing::error!(kind, partition, %reason, "Postgres unavailable; pausing this partition until it answers");
+                if !wait_for_database(&context, &mut stop).await {
+                    break;
+                }
+                tracing::info!(kind, partition, "Postgres answers again; resuming");
+            }
+        }
+    }
+    // Let the next owner have the pin at once (it still waits for our deliveries to lapse).
+    let _ = context.stream.unpin_consumer(&name, OWNER_GROUP).await;
+    tracing::debug!(kind, partition, "released");
+}
+
+/// Waits until no delivery of the consumer is outstanding (or all of them have lapsed), then takes
+/// the pin. False when told to stop meanwhile.
+async fn take_over<H>(context: &Context<H>, name: &str, stop: &mut watch::Receiver<bool>) -> bool {
+    let deadline = Instant::now() + ACK_WAIT + Duration::from_secs(1);
+    loop {
+        let quiet = match context.stream.consumer_info(name).await {
+            Ok(info) => info.num_ack_pending == 0,
+            Err(error) => {
+                tracing::warn!(%error, consumer = name, "cannot read consumer state");
+                false
+            }
+        };
+        if quiet || Instant::now() >= deadline {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.changed() => return false,
+        }
+    }
+    let _ = context.stream.unpin_consumer(name, OWNER_GROUP).await;
+    !*stop.borrow()
+}
+
+async fn wait_for_database<H>(context: &Context<H>, stop: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return false,
+        }
+        if batch::database_answers(&context.pool).await {
+            return true;
+        }
+    }
+}
+
+async fn pull<H: BatchHandler>(
+    context: &Context<H>,
+    partition: u32,
+    name: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> Outcome {
+    let consumer: jetstream::consumer::PullConsumer = match context.stream.get_consumer(name).await
+    {
+        Ok(consumer) => consumer,
+        Err(error) => return Outcome::Disrupted(format!("consumer {name}: {error}")),
+    };
+    let batch_max = context.config.worker_batch_max.max(1);
+    let mut messages = match consumer
+        .stream()
+        .group(OWNER_GROUP)
+        .max_messages_per_batch(batch_max)
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_HEARTBEAT)
+        .messages()
+        .await
+    {
+        Ok(messages) => messages,
+        Err(error) => return Outcome::Disrupted(format!("cannot pull: {error}")),
+    };
+    let batch_sizes = metrics::histogram!("worker_batch_frames", "kind" => context.kind);
+    let batch_seconds = metrics::histogram!("worker_batch_seconds", "kind" => context.kind);
+    let mut last_delivery: Option<u64> = None;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.changed() => return Outcome::Stopped,
+            next = messages.next() => next,
+        };
+        let first = match next {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                // A missed idle heartbeat does not end the pull; a lost delivery shows as a gap.
+                tracing::debug!(%error, "pull status");
+                if error.to_string().contains("heartbeat") {
+                    continue;
+                }
+                return Outcome::Disrupted(format!("pull failed: {error}"));
+            }
+            None => return Outcome::Disrupted(String::from("the pull ended")),
+        };
+        let mut held = vec![first];
+        while held.len() < batch_max {
+            match messages.next().now_or_never() {
+                Some(Some(Ok(message))) => held.push(message),
+                _ => break,
+            }
+        }
+        let mut in_order = Vec::with_capacity(held.len());
+        let mut gap = false;
+        for message in held {
+            let Ok(delivery) = message.info().map(|info| info.consumer_sequence) else {
+                continue;
+            };
+            if last_delivery.is_some_and(|last| delivery != last + 1) {
+                gap = true;
+                break;
+            }
+            last_delivery = Some(delivery);
+            in_order.push(message);
+        }
+        if !in_order.is_empty() {
+            let started = Instant::now();
+            batch_sizes.record(in_order.len() as f64);
+            if let Err(outcome) = handle(context, partition, in_order, stop).await {
+                return outcome;
+            }
+            batch_seconds.record(started.elapsed().as_secs_f64());
+        }
+        if gap {
+            return Outcome::Disrupted(String::from("a delivery was missed"));
+        }
+    }
+}
+
+/// What a stored frame turned out to be.
+enum Parsed {
+    Frame(Frame),
+    /// Refused before any handler saw it (it does not parse).
+    Refused(Inbound),
+    /// Not from the gateway (no identity headers): dropped.
+    Foreign(&'static str),
+}
+
+fn parse(message: &jetstream::Message) -> Parsed {
+    let Some(address) = Address::parse(message.subject.as_str()) else {
+        return Parsed::Foreign("unknown subject");
+    };
+    let Some(sender) = Sender::from_headers(message.headers.as_ref()) else {
+        return Parsed::Foreign("no user-id, role or conn-id header");
+    };
+    let stream_seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+    let trace_id: Arc<str> = message
+        .headers
+        .as_ref()
+        .and_then(|headers| {
+            headers
+                .get(headers::TRACE_ID)
+                .or_else(|| headers.get(headers::MSG_ID))
+        })
+        .map(|value| Arc::from(value.as_str()))
+        .unwrap_or_else(|| Arc::from(""));
+    let mut inbound = Inbound {
+        address,
+        sender,
+        trace_id,
+        request_type: None,
+        stream_seq,
+    };
+    match serde_json::from_slice::<ClientFrame>(&message.payload) {
+        Ok(frame) => {
+            inbound.request_type = Some(frame.kind().name().to_owned());
+            Parsed::Frame(Frame { inbound, frame })
+        }
+        Err(_) => {
+            inbound.request_type = type_of(&message.payload);
+            Parsed::Refused(inbound)
+        }
+    }
+}
+
+fn session_of(inbound: &Inbound) -> Option<uuid::Uuid> {
+    match inbound.address {
+        Address::Session { session_id, .. } => Some(session_id),
+        _ => None,
+    }
+}
+
+/// Applies `messages` as one batch; when that fails for a reason other than an outage, applies
+/// them one by one so that only the failing frame is retried and, at last, dead-lettered.
+async fn handle<H: BatchHandler>(
+    context: &Context<H>,
+    partition: u32,
+    messages: Vec<jetstream::Message>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), Outcome> {
+    let error = match attempt(context, partition, &messages).await {
+        Ok(()) => return Ok(()),
+        Err(error) => error,
+    };
+    let failure = Failure::of(&error);
+    if let Failure::Unavailable(reason) = failure {
+        return Err(Outcome::DatabaseDown(reason));
+    }
+    if messages.len() == 1 {
+        return retry_alone(context, partition, &messages[0], failure, stop).await;
+    }
+    tracing::warn!(kind = context.kind, partition, error = %error, frames = messages.len(), "batch failed; applying its frames one by one");
+    for message in &messages {
+        if let Err(error) = attempt(context, partition, std::slice::from_ref(message)).await {
+            match Failure::of(&error) {
+                Failure::Unavailable(reason) => return Err(Outcome::DatabaseDown(reason)),
+                failure => retry_alone(context, partition, message, failure, stop).await?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses, applies, commits, acks and publishes.
+async fn attempt<H: BatchHandler>(
+    context: &Context<H>,
+    partition: u32,
+    messages: &[jetstream::Message],
+) -> Result<(), FrameError> {
+    let Some(last) = messages.last() else {
+        return Ok(());
+    };
+    let mut frames = Vec::with_capacity(messages.len());
+    let mut outbox = Outbox::default();
+    let mut last_seq = 0;
+    for message in messages {
+        match parse(message) {
+            Parsed::Frame(frame) => {
+                last_seq = last_seq.max(frame.inbound.stream_seq);
+                frames.push(frame);
+            }
+            Parsed::Refused(inbound) => {
+                last_seq = last_seq.max(inbound.stream_seq);
+                let session_id = session_of(&inbound);
+                outbox.refuse(
+                    &inbound,
+                    String::from(
+                        "invalid frame: a field is missing, of the wrong type or out of range",
+                    ),
+                    session_id,
+                    None,
+                );
+            }
+            Parsed::Foreign(reason) => {
+                tracing::warn!(subject = %message.subject, reason, "dropping a frame not from the gateway");
+                last_seq =
+                    last_seq.max(message.info().map(|info| info.stream_sequence).unwrap_or(0));
+            }
+        }
+    }
+    let applied = batch::apply(
+        &context.pool,
+        &*context.handler,
+        context.kind,
+        partition,
+        frames,
+        last_seq,
+        outbox,
+    )
+    .await?;
+    // One ack covers the batch (AckPolicy::All). Acked before publishing, on the same connection:
+    // if the events reached the server, so did the ack.
+    if let Err(error) = last.ack().await {
+        tracing::warn!(%error, "ack failed; the batch will be redelivered and skipped");
+    }
+    if let Some(outbox) = applied {
+        crate::outbox::publish_all(&context.nats, outbox.into_deliveries()).await;
+    }
+    Ok(())
+}
+
+/// Retries one failing frame with backoff; refuses it at once when Postgres rejects its content;
+/// dead-letters it after `WORKER_MAX_DELIVER` attempts.
+async fn retry_alone<H: BatchHandler>(
+    context: &Context<H>,
+    partition: u32,
+    message: &jetstream::Message,
+    mut failure: Failure,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), Outcome> {
+    let max_attempts = context.config.worker_max_deliver.max(1);
+    let mut attempts = 1;
+    loop {
+        match failure {
+            Failure::Unavailable(reason) => return Err(Outcome::DatabaseDown(reason)),
+            Failure::Content(reason) => {
+                tracing::warn!(kind = context.kind, partition, %reason, "Postgres refused a frame's content; refusing it");
+                return give_up(context, partition, message, None).await;
+            }
+            Failure::Failed(reason) if attempts >= max_attempts => {
+                tracing::error!(kind = context.kind, partition, %reason, attempts, "frame failed every attempt; dead-lettering it");
+                return give_up(context, partition, message, Some(&reason)).await;
+            }
+            Failure::Failed(reason) => {
+                tracing::warn!(kind = context.kind, partition, %reason, attempts, "frame failed; retrying");
+            }
+        }
+        let wait = backoff(&context.config, attempts);
+        let _ = message.ack_with(AckKind::Progress).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return Err(Outcome::Stopped),
+        }
+        attempts += 1;
+        failure = match attempt(context, partition, std::slice::from_ref(message)).await {
+            Ok(()) => return Ok(()),
+            Err(error) => Failure::of(&error),
+        };
+    }
+}
+
+/// Counts the frame as applied without its effects: dead-letters it first when `error` says why,
+/// tells the sender, acks.
+async fn give_up<H>(
+    context: &Context<H>,
+    partition: u32,
+    message: &jetstream::Message,
+    error: Option<&str>,
+) -> Result<(), Outcome> {
+    let stream_seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+    if let Some(error) = error
+        && let Err(publish_error) =
+            dead_letter::store(&context.jetstream, context.kind, message, stream_seq, error).await
+    {
+        return Err(Outcome::Disrupted(format!(
+            "cannot dead-letter a frame: {publish_error}"
+        )));
+    }
+    match batch::skip(&context.pool, context.kind, partition, stream_seq).await {
+        Ok(true) => {
+            if let Parsed::Frame(Frame { inbound, .. }) | Parsed::Refused(inbound) = parse(message)
+            {
+                let event = Event::error(
+                    NOT_PROCESSED,
+                    inbound.request_type.as_deref(),
+                    session_of(&inbound),
+                );
+                let mut outbox = Outbox::default();
+                outbox.begin_frame(&inbound);
+                outbox.to_socket(&inbound.sender.user_id, &inbound.sender.conn_id, &event);
+                let _ = message.ack().await;
+                crate::outbox::publish_all(&context.nats, outbox.into_deliveries()).await;
+                return Ok(());
+            }
+        }
+        Ok(false) => {}
+        Err(error) => {
+            return match Failure::of(&FrameError::Database(error)) {
+                Failure::Unavailable(reason) => Err(Outcome::DatabaseDown(reason)),
+                other => Err(Outcome::Disrupted(format!(
+                    "cannot skip a frame: {other:?}"
+                ))),
+            };
+        }
+    }
+    let _ = message.ack().await;
+    Ok(())
+}
