@@ -19,7 +19,7 @@ pub const WORKER_MEMBERS_BUCKET: &str = "worker_members";
 pub const OWNER_GROUP: &str = "owner";
 /// A delivered frame not acknowledged (or marked in progress) within this is delivered again.
 /// A new owner of a partition waits at most this long for its predecessor's deliveries to lapse.
-pub const ACK_WAIT: Duration = Duration::from_secs(5);
+pub const ACK_WAIT: Duration = Duration::from_secs(3);
 /// The server moves a pin whose client stopped pulling for this long (owners also unpin on
 /// take-over, so this only matters when nobody does).
 pub const PRIORITY_TIMEOUT: Duration = Duration::from_secs(15);

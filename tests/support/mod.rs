@@ -4,6 +4,7 @@
 //! subscriber), like the mobile apps and an operator would.
 
 pub mod client;
+pub mod proxy;
 pub mod stack;
 
 pub use client::Client;

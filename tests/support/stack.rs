@@ -19,6 +19,8 @@ pub struct StackOptions {
     pub workers: Vec<&'static str>,
     /// Extra environment for every process (timers shortened by tests).
     pub env: Vec<(String, String)>,
+    /// Workers reach Postgres through a proxy the test can cut (`TestStack::database_proxy`).
+    pub database_proxy: bool,
 }
 
 impl Default for StackOptions {
@@ -26,6 +28,7 @@ impl Default for StackOptions {
         StackOptions {
             workers: WORKER_KINDS.to_vec(),
             env: Vec::new(),
+            database_proxy: false,
         }
     }
 }
@@ -33,6 +36,12 @@ impl Default for StackOptions {
 impl StackOptions {
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Workers reach Postgres through a proxy the test can cut.
+    pub fn through_database_proxy(mut self) -> Self {
+        self.database_proxy = true;
         self
     }
 
@@ -54,8 +63,12 @@ pub struct TestStack {
     log_dir: PathBuf,
     env: Vec<(String, String)>,
     workers: HashMap<String, Vec<Child>>,
+    /// Instances started so far per kind (each gets its own log file).
+    started: HashMap<String, usize>,
     gateway_process: Option<Child>,
     pub pool: sqlx::PgPool,
+    /// Between the workers and Postgres, when the options asked for it.
+    pub database_proxy: Option<crate::proxy::Proxy>,
 }
 
 fn free_port() -> u16 {
@@ -151,9 +164,20 @@ impl TestStack {
         shared::nats::provision(&nats).await.expect("provision");
 
         let gateway_port = free_port();
+        let (database_proxy, workers_database_url) = if options.database_proxy {
+            let (scheme_and_user, rest) = database_url
+                .rsplit_once('@')
+                .expect("DATABASE_ADMIN_URL names a user@host");
+            let (host_port, database) = rest.split_once('/').expect("a database part");
+            let proxy = crate::proxy::Proxy::start(host_port.to_owned()).await;
+            let url = format!("{scheme_and_user}@127.0.0.1:{}/{database}", proxy.port);
+            (Some(proxy), url)
+        } else {
+            (None, database_url.clone())
+        };
         let mut env = vec![
             (String::from("NATS_URL"), nats_url.clone()),
-            (String::from("DATABASE_URL"), database_url.clone()),
+            (String::from("DATABASE_URL"), workers_database_url),
             (String::from("JWT_SECRET"), String::from(JWT_SECRET)),
             (
                 String::from("GATEWAY_ADDR"),
@@ -179,8 +203,10 @@ impl TestStack {
             log_dir,
             env,
             workers: HashMap::new(),
+            started: HashMap::new(),
             gateway_process: None,
             pool,
+            database_proxy,
         };
         for kind in options.workers {
             stack.start_worker(kind);
@@ -209,7 +235,9 @@ impl TestStack {
 
     /// Starts one more instance of a worker kind.
     pub fn start_worker(&mut self, kind: &'static str) {
-        let instance = self.workers.get(kind).map_or(0, Vec::len);
+        let started = self.started.entry(kind.to_owned()).or_insert(0);
+        let instance = *started;
+        *started += 1;
         let child = self.spawn(kind, instance);
         self.workers.entry(kind.to_owned()).or_default().push(child);
     }
@@ -387,6 +415,34 @@ impl TestStack {
             )
             .await
             .expect_status(200)
+    }
+
+    /// The frames in the `DEAD_LETTER` stream: (subject, `error` header, payload).
+    pub async fn dead_letters(&self) -> Vec<(String, String, String)> {
+        let context = async_nats::jetstream::new(self.nats().await);
+        let Ok(mut stream) = context.get_stream(shared::nats::DEAD_LETTER_STREAM).await else {
+            return Vec::new();
+        };
+        let Ok(info) = stream.info().await else {
+            return Vec::new();
+        };
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let mut dead = Vec::new();
+        for sequence in first.max(1)..=last {
+            if let Ok(message) = stream.get_raw_message(sequence).await {
+                let error = message
+                    .headers
+                    .get(shared::headers::ERROR)
+                    .map(|value| value.as_str().to_owned())
+                    .unwrap_or_default();
+                dead.push((
+                    message.subject.to_string(),
+                    error,
+                    String::from_utf8_lossy(&message.payload).into_owned(),
+                ));
+            }
+        }
+        dead
     }
 
     pub async fn count(&self, sql: &'static str) -> i64 {

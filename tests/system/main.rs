@@ -5,3 +5,4 @@ mod distance;
 mod gateway;
 mod lifecycle;
 mod mediums;
+mod runtime;

@@ -140,12 +140,16 @@ async fn pull<H: BatchHandler>(
     loop {
         let next = tokio::select! {
             biased;
-            _ = stop.changed() => return Outcome::Stopped,
-            next = messages.next() => next,
+            _ = stop.changed() => None,
+            next = messages.next() => Some(next),
         };
-        let first = match next {
-            Some(Ok(message)) => message,
-            Some(Err(error)) => {
+        let mut held = Vec::new();
+        let stopping = next.is_none();
+        match next {
+            // Told to stop: apply what already arrived, so the next owner need not wait for it to lapse.
+            None => {}
+            Some(Some(Ok(message))) => held.push(message),
+            Some(Some(Err(error))) => {
                 // A missed idle heartbeat does not end the pull; a lost delivery shows as a gap.
                 tracing::debug!(%error, "pull status");
                 if error.to_string().contains("heartbeat") {
@@ -153,9 +157,8 @@ async fn pull<H: BatchHandler>(
                 }
                 return Outcome::Disrupted(format!("pull failed: {error}"));
             }
-            None => return Outcome::Disrupted(String::from("the pull ended")),
-        };
-        let mut held = vec![first];
+            Some(None) => return Outcome::Disrupted(String::from("the pull ended")),
+        }
         while held.len() < batch_max {
             match messages.next().now_or_never() {
                 Some(Some(Ok(message))) => held.push(message),
@@ -185,6 +188,9 @@ async fn pull<H: BatchHandler>(
         }
         if gap {
             return Outcome::Disrupted(String::from("a delivery was missed"));
+        }
+        if stopping {
+            return Outcome::Stopped;
         }
     }
 }
@@ -357,11 +363,16 @@ async fn retry_alone<H: BatchHandler>(
                 tracing::warn!(kind = context.kind, partition, %reason, attempts, "frame failed; retrying");
             }
         }
-        let wait = backoff(&context.config, attempts);
-        let _ = message.ack_with(AckKind::Progress).await;
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return Err(Outcome::Stopped),
+        // Waits in steps well inside the ack wait, telling the server the frame is in hand.
+        let mut wait = backoff(&context.config, attempts);
+        while !wait.is_zero() {
+            let _ = message.ack_with(AckKind::Progress).await;
+            let step = wait.min(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = stop.changed() => return Err(Outcome::Stopped),
+            }
+            wait -= step;
         }
         attempts += 1;
         failure = match attempt(context, partition, std::slice::from_ref(message)).await {

@@ -1,0 +1,333 @@
+//! The worker runtime's guarantees (contract sections 6 and 7): a frame that cannot be applied never
+//! holds up what follows, nothing acknowledged is lost or applied twice, and a sender's messages
+//! keep their order, through poison frames, database outages, killed workers and a NATS restart.
+
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+use system_tests::{Client, StackOptions, TestStack};
+
+async fn say(client: &mut Client, session_id: &str, text: &str) -> Value {
+    client
+        .send(json!({"type": "chat_message", "session_id": session_id, "message": text}))
+        .await;
+    client.expect("message_sent").await
+}
+
+/// Makes every insert of a chat message with this text fail inside Postgres, as a bug or a broken
+/// constraint would: the frame fails on every attempt for a reason that is not its content.
+async fn make_text_fail(stack: &TestStack, text: &str) {
+    let function = format!(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$
+         BEGIN IF NEW.message_text = '{text}' THEN RAISE EXCEPTION 'poison for the test'; END IF;
+         RETURN NEW; END $$ LANGUAGE plpgsql"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(function))
+        .execute(&stack.pool)
+        .await
+        .expect("trigger function");
+    sqlx::raw_sql(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON chat_messages
+         FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    )
+    .execute(&stack.pool)
+    .await
+    .expect("trigger");
+}
+
+#[tokio::test]
+async fn a_nul_in_a_chat_message_is_refused_at_once_and_the_next_message_goes_through() {
+    let stack = TestStack::with(StackOptions::default().only(&["lifecycle", "chat"])).await;
+    let (mut seeker, mut provider, session_id, _) = stack.session("seek1", "prov1").await;
+    let started = Instant::now();
+    seeker
+        .send(json!({"type": "chat_message", "session_id": session_id, "message": "bad\u{0}text", "client_message_id": "c1"}))
+        .await;
+    let error = seeker.expect("error").await;
+    assert_eq!(error["error"], "message must not contain U+0000");
+    assert_eq!(error["request_type"], "chat_message");
+    assert_eq!(error["client_message_id"], "c1");
+    let sent = say(&mut seeker, &session_id, "fine").await;
+    assert_eq!(sent["seq"], 1);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(provider.expect("chat_message").await["message"], "fine");
+    assert_eq!(stack.count("SELECT count(*) FROM chat_messages").await, 1);
+    assert!(stack.dead_letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_frame_that_does_not_parse_is_refused_without_parser_internals_and_holds_up_nothing() {
+    let stack = TestStack::with(StackOptions::default().only(&["lifecycle", "chat"])).await;
+    let (mut seeker, _provider, session_id, _) = stack.session("seek1", "prov1").await;
+    seeker
+        .send_text(&format!(
+            r#"{{"type":"chat_message","session_id":"{session_id}","message":1e400}}"#
+        ))
+        .await;
+    let error = seeker.expect("error").await;
+    let text = error["error"].as_str().expect("text");
+    assert!(text.starts_with("invalid frame"), "{text}");
+    assert!(!text.contains("line") && !text.contains("column"), "{text}");
+    assert_eq!(error["request_type"], "chat_message");
+    let started = Instant::now();
+    assert_eq!(say(&mut seeker, &session_id, "next").await["seq"], 1);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_frame_whose_handling_always_fails_is_dead_lettered_and_the_sender_moves_on() {
+    let stack = TestStack::with(
+        StackOptions::default()
+            .only(&["lifecycle", "chat"])
+            .env("WORKER_MAX_DELIVER", "3")
+            .env("WORKER_RETRY_BACKOFF_MS", "50"),
+    )
+    .await;
+    let (mut seeker, _provider, session_id, _) = stack.session("seek1", "prov1").await;
+    // A session in another partition, whose chat must not notice.
+    let mut other = None;
+    for index in 0..20 {
+        let (mut seeker2, provider2, session2, _) = stack
+            .session(&format!("oseek{index}"), &format!("oprov{index}"))
+            .await;
+        if shared::subjects::partition_of(&session2) != shared::subjects::partition_of(&session_id)
+        {
+            say(&mut seeker2, &session2, "warm").await;
+            other = Some((seeker2, provider2, session2));
+            break;
+        }
+    }
+    let (mut other_seeker, _other_provider, other_session) = other.expect("another partition");
+    make_text_fail(&stack, "poison").await;
+    seeker
+        .send(json!({"type": "chat_message", "session_id": session_id, "message": "poison"}))
+        .await;
+    seeker
+        .send(json!({"type": "chat_message", "session_id": session_id, "message": "after"}))
+        .await;
+    // Meanwhile, another session's round trip is as quick as ever.
+    let started = Instant::now();
+    say(&mut other_seeker, &other_session, "unaffected").await;
+    assert!(started.elapsed() < Duration::from_millis(500));
+
+    let error = seeker.expect("error").await;
+    assert_eq!(error["error"], "could not be processed");
+    assert_eq!(error["request_type"], "chat_message");
+    let sent = seeker.expect("message_sent").await;
+    assert_eq!(sent["seq"], 1, "the poison frame took no seq");
+    let dead = stack.dead_letters().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0, "dead.chat");
+    assert!(dead[0].1.contains("poison for the test"), "{}", dead[0].1);
+    assert!(dead[0].2.contains("\"poison\""));
+    let started = Instant::now();
+    assert_eq!(say(&mut seeker, &session_id, "and on").await["seq"], 2);
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn postgres_unreachable_for_a_while_loses_nothing_and_dead_letters_nothing() {
+    let stack = TestStack::with(
+        StackOptions::default()
+            .only(&["lifecycle", "chat"])
+            .through_database_proxy()
+            .env("WORKER_MAX_DELIVER", "2")
+            .env("WORKER_RETRY_BACKOFF_MS", "20"),
+    )
+    .await;
+    let (mut seeker, mut provider, session_id, _) = stack.session("seek1", "prov1").await;
+    say(&mut seeker, &session_id, "before").await;
+    let proxy = stack.database_proxy.as_ref().expect("proxy");
+    proxy.cut();
+    for index in 0..20 {
+        seeker
+            .send(json!({"type": "chat_message", "session_id": session_id, "message": format!("m{index}"), "client_message_id": format!("c{index}")}))
+            .await;
+    }
+    // Many times the retry budget passes while the database is away.
+    seeker
+        .expect_no("message_sent", Duration::from_secs(3))
+        .await;
+    seeker.expect_no("error", Duration::from_millis(10)).await;
+    proxy.restore();
+    let mut seqs = Vec::new();
+    for _ in 0..20 {
+        let sent = seeker.find("message_sent", Duration::from_secs(15)).await;
+        seqs.push(sent.expect("every message is confirmed after the outage")["seq"].as_i64());
+    }
+    assert_eq!(seqs, (2..=21).map(Some).collect::<Vec<_>>());
+    assert_eq!(provider.expect("chat_message").await["message"], "before");
+    for index in 0..20 {
+        assert_eq!(
+            provider.expect("chat_message").await["message"],
+            format!("m{index}")
+        );
+    }
+    assert_eq!(stack.count("SELECT count(*) FROM chat_messages").await, 21);
+    assert!(stack.dead_letters().await.is_empty());
+}
+
+/// One sender of the chaos run: sends its messages one after another, each with a client id, and
+/// sends one again (same id) when its `message_sent` does not come, as a phone on a bad network
+/// does. Returns, per client id, every `message_sent` seen.
+async fn send_patiently(
+    mut seeker: Client,
+    session_id: String,
+    messages: usize,
+) -> HashMap<String, Vec<Value>> {
+    let mut confirmations: HashMap<String, Vec<Value>> = HashMap::new();
+    for index in 0..messages {
+        let client_id = format!("{session_id}-{index}");
+        loop {
+            seeker
+                .send(json!({"type": "chat_message", "session_id": session_id, "message": format!("m{index}"), "client_message_id": client_id}))
+                .await;
+            let deadline = Instant::now() + Duration::from_secs(12);
+            let mut confirmed = false;
+            while Instant::now() < deadline {
+                match seeker
+                    .find("message_sent", Duration::from_millis(500))
+                    .await
+                {
+                    Some(sent) => {
+                        let id = sent["client_message_id"].as_str().unwrap_or("").to_owned();
+                        let is_this = id == client_id;
+                        confirmations.entry(id).or_default().push(sent);
+                        if is_this {
+                            confirmed = true;
+                            break;
+                        }
+                    }
+                    None => {
+                        // A refusal ("temporarily unavailable" while NATS restarts) means: retry.
+                        if seeker
+                            .find("error", Duration::from_millis(1))
+                            .await
+                            .is_some()
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+            if confirmed {
+                break;
+            }
+        }
+    }
+    confirmations
+}
+
+#[tokio::test]
+async fn killed_chat_instances_and_a_nats_restart_lose_duplicate_and_reorder_nothing() {
+    let sessions = 100;
+    let messages = 100;
+    // The providers only read at the end: keep their quiet sockets open meanwhile.
+    let mut stack = TestStack::with(
+        StackOptions::default()
+            .only(&["lifecycle", "chat"])
+            .env("WS_IDLE_TIMEOUT_SECS", "600"),
+    )
+    .await;
+    stack.start_worker("chat");
+    stack.start_worker("chat");
+    let setup = Instant::now();
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for index in 0..sessions {
+        let (seeker, provider, session_id, _) = stack
+            .session(&format!("cs{index}"), &format!("cp{index}"))
+            .await;
+        senders.push(tokio::spawn(send_patiently(
+            seeker,
+            session_id.clone(),
+            messages,
+        )));
+        receivers.push((provider, session_id));
+    }
+    eprintln!("{sessions} sessions set up in {:?}", setup.elapsed());
+    // One chat instance SIGKILLed and replaced every 2 s for 20 s, the nats-server restarted once
+    // along the way; then the senders finish.
+    let started = Instant::now();
+    let mut restarted_nats = false;
+    while started.elapsed() < Duration::from_secs(20)
+        && senders.iter().any(|sender| !sender.is_finished())
+    {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stack.kill_one_worker("chat");
+        stack.start_worker("chat");
+        if !restarted_nats && started.elapsed() > Duration::from_secs(3) {
+            stack.restart_nats().await;
+            restarted_nats = true;
+        }
+    }
+    assert!(restarted_nats, "the run outlasted the NATS restart");
+    eprintln!("chaos phase over after {:?}", started.elapsed());
+    while senders.iter().any(|sender| !sender.is_finished()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(150),
+            "the senders did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("senders done after {:?}", started.elapsed());
+    let mut confirmed = 0;
+    for sender in senders {
+        for (client_id, sent) in sender.await.expect("sender") {
+            let first = &sent[0];
+            for again in &sent {
+                assert_eq!(again["message_id"], first["message_id"], "{client_id}");
+                assert_eq!(again["seq"], first["seq"], "{client_id}");
+            }
+            confirmed += 1;
+        }
+    }
+    assert_eq!(confirmed, sessions * messages);
+    let stored = stack.count("SELECT count(*) FROM chat_messages").await;
+    assert_eq!(
+        stored,
+        (sessions * messages) as i64,
+        "each message stored once"
+    );
+    let out_of_order = stack
+        .count(
+            "SELECT count(*) FROM chat_messages
+             WHERE substring(message_text from 2)::int + 1 <> seq",
+        )
+        .await;
+    assert_eq!(out_of_order, 0, "every sender's seqs follow its send order");
+    let mut checks = Vec::new();
+    for (mut provider, session_id) in receivers {
+        checks.push(tokio::spawn(async move {
+            // Events in flight during a kill or the NATS restart may be missed; the rest arrive
+            // once and in order, and `resume` brings what was missed.
+            let mut seen = HashSet::new();
+            let mut last_seq = 0;
+            while let Some(message) = provider
+                .find("chat_message", Duration::from_millis(300))
+                .await
+            {
+                let seq = message["seq"].as_i64().expect("seq");
+                assert!(seq > last_seq, "in order");
+                assert!(seen.insert(message["message_id"].to_string()), "once");
+                last_seq = seq;
+            }
+            provider
+                .send(json!({"type": "resume", "session_id": session_id, "last_seq": 0}))
+                .await;
+            provider.expect("session_state").await;
+            let mut replayed = 0;
+            while provider
+                .find("chat_message", Duration::from_millis(500))
+                .await
+                .is_some()
+            {
+                replayed += 1;
+            }
+            assert_eq!(replayed, messages, "{session_id}");
+        }));
+    }
+    for check in checks {
+        check.await.expect("recipient check");
+    }
+}
