@@ -38,9 +38,13 @@ pub struct WorkerConfig {
     /// DEAD_LETTER stream and the sender hears "could not be processed".
     #[arg(long, env = "WORKER_MAX_DELIVER", default_value_t = 10)]
     pub worker_max_deliver: u32,
-    /// Frames of one partition applied in one transaction, at most.
+    /// Frames applied in one transaction, at most (from one partition, or from several).
     #[arg(long, env = "WORKER_BATCH_MAX", default_value_t = 256)]
     pub worker_batch_max: usize,
+    /// Transactions this instance keeps in flight at once; the partitions' ready frames are
+    /// gathered into them (group commit).
+    #[arg(long, env = "WORKER_COMMIT_CONCURRENCY", default_value_t = 2)]
+    pub worker_commit_concurrency: usize,
     /// The first retry of a failed frame waits this long; each next one twice as long (up to 5 s).
     #[arg(long, env = "WORKER_RETRY_BACKOFF_MS", default_value_t = 100)]
     pub worker_retry_backoff_ms: u64,

@@ -49,9 +49,9 @@ pub fn consumer_name(kind: &str, partition: u32) -> String {
     format!("{kind}-{partition:02}")
 }
 
-/// The consumer configuration of one partition of a worker kind: explicit acks of the whole
-/// prefix (`AckPolicy::All`: one ack per batch), unlimited deliveries (the runtime counts attempts
-/// and dead-letters), one pinned puller at a time.
+/// The consumer configuration of one partition of a worker kind: explicit acks (a work-queue
+/// stream deletes a frame when it is acked), unlimited deliveries (the runtime counts attempts and
+/// dead-letters), one pinned puller at a time.
 pub fn partition_consumer(
     definition: &WorkerKindDefinition,
     partition: u32,
@@ -67,7 +67,7 @@ pub fn partition_consumer(
             .iter()
             .map(|subject| format!("{subject}.{partition}"))
             .collect(),
-        ack_policy: consumer::AckPolicy::All,
+        ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: ACK_WAIT,
         max_deliver: -1,
         max_ack_pending: MAX_ACK_PENDING,
@@ -76,6 +76,12 @@ pub fn partition_consumer(
         priority_groups: vec![OWNER_GROUP.to_owned()],
         priority_policy: consumer::PriorityPolicy::PinnedClient,
         priority_timeout: PRIORITY_TIMEOUT,
+        // Its state (delivered, acked) lives in memory: writing it to disk cost the server more
+        // than the frames themselves. Losing it in a server restart loses nothing: the stream
+        // keeps every frame until it is acked (work-queue retention), the runtime recreates a
+        // missing consumer, which redelivers what is left, and the applied-sequence fence in
+        // Postgres skips what was applied already.
+        memory_storage: true,
         ..Default::default()
     }
 }
@@ -177,6 +183,7 @@ pub async fn provision(client: &Client) -> anyhow::Result<()> {
     context.create_or_update_stream(dead_letter).await?;
     let stream_config: stream::Config = serde_json::from_str(STREAM_DEFINITION)?;
     let stream_name = stream_config.name.clone();
+    replace_if_older_layout(&context, &stream_config).await?;
     context
         .create_or_update_stream(stream_config)
         .await
@@ -219,6 +226,41 @@ pub async fn provision(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A stream's retention cannot change in place. An `INBOUND` of an older layout is replaced when
+/// none of its consumers has anything left to deliver; otherwise provisioning stops and says so
+/// (its frames must be handled by the old workers first).
+async fn replace_if_older_layout(
+    context: &jetstream::Context,
+    wanted: &stream::Config,
+) -> anyhow::Result<()> {
+    let Ok(mut existing) = context.get_stream(&wanted.name).await else {
+        return Ok(());
+    };
+    let info = existing.info().await?.clone();
+    if info.config.retention == wanted.retention {
+        return Ok(());
+    }
+    let mut names = existing.consumer_names();
+    let mut drained = true;
+    while let Some(name) = futures::StreamExt::next(&mut names).await {
+        let name = name?;
+        let consumer = existing.consumer_info(&name).await?;
+        if consumer.num_pending > 0 || consumer.num_ack_pending > 0 {
+            drained = false;
+        }
+    }
+    if !drained {
+        anyhow::bail!(
+            "stream {} has an older layout and frames not yet handled: run the previous workers until `nats consumer report {}` shows nothing pending, then start again",
+            wanted.name,
+            wanted.name
+        );
+    }
+    tracing::warn!(stream = %wanted.name, "replacing a drained stream of an older layout");
+    context.delete_stream(&wanted.name).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,7 +281,7 @@ mod tests {
             "{{{{partition({},2)}}}}",
             crate::subjects::PARTITIONS
         )));
-        assert_eq!(inbound.retention, stream::RetentionPolicy::Interest);
+        assert_eq!(inbound.retention, stream::RetentionPolicy::WorkQueue);
         assert_eq!(inbound.discard, stream::DiscardPolicy::New);
         let _: stream::Config = serde_json::from_str(DEAD_LETTER_DEFINITION).expect("dead letter");
         let kinds: Vec<WorkerKindDefinition> =

@@ -250,6 +250,10 @@ impl TestStack {
             .unwrap_or_default()
     }
 
+    pub fn nats_pid(&self) -> u32 {
+        self.nats_process.id()
+    }
+
     pub fn gateway_pid(&self) -> Option<u32> {
         self.gateway_process.as_ref().map(Child::id)
     }

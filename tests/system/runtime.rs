@@ -315,7 +315,11 @@ async fn killed_chat_instances_and_a_nats_restart_lose_duplicate_and_reorder_not
             provider
                 .send(json!({"type": "resume", "session_id": session_id, "last_seq": 0}))
                 .await;
-            provider.expect("session_state").await;
+            // Partitions may still be changing hands after the last kill: give it time.
+            provider
+                .find("session_state", Duration::from_secs(30))
+                .await
+                .expect("session_state");
             let mut replayed = 0;
             while provider
                 .find("chat_message", Duration::from_millis(500))

@@ -20,6 +20,9 @@ pub struct Delivery {
     pub notice_subject: Option<String>,
     /// The `trace-id` of the inbound frame that caused it.
     pub trace_id: Arc<str>,
+    /// The `INBOUND` partition of that frame (a transaction may hold several partitions' frames;
+    /// each partition acks and publishes its own).
+    pub partition: u32,
 }
 
 impl Delivery {
@@ -31,6 +34,7 @@ impl Delivery {
             frame: event.to_json(),
             notice_subject: None,
             trace_id: Arc::from(""),
+            partition: 0,
         }
     }
 
@@ -48,18 +52,21 @@ impl Delivery {
 pub struct Outbox {
     deliveries: Vec<Delivery>,
     trace_id: Option<Arc<str>>,
+    partition: u32,
 }
 
 impl Outbox {
     /// The events added from now on were caused by `inbound`.
     pub fn begin_frame(&mut self, inbound: &Inbound) {
         self.trace_id = Some(inbound.trace_id.clone());
+        self.partition = inbound.partition;
     }
 
     fn push(&mut self, mut delivery: Delivery) {
         if let Some(trace_id) = &self.trace_id {
             delivery.trace_id = trace_id.clone();
         }
+        delivery.partition = self.partition;
         self.deliveries.push(delivery);
     }
 
@@ -95,8 +102,9 @@ impl Outbox {
             session_id,
             client_message_id,
         };
-        self.push(Delivery {
+        self.deliveries.push(Delivery {
             trace_id: inbound.trace_id.clone(),
+            partition: inbound.partition,
             ..Delivery::to_socket(&inbound.sender.user_id, &inbound.sender.conn_id, &event)
         });
     }
@@ -110,6 +118,7 @@ impl Outbox {
             frame: String::new(),
             notice_subject: Some(shared::subjects::session_ended(session_id)),
             trace_id: Arc::from(""),
+            partition: 0,
         });
     }
 

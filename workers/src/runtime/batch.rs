@@ -4,8 +4,9 @@
 //! other's copies of those frames are skipped.
 
 use super::{BatchHandler, Frame, FrameError};
-use crate::outbox::Outbox;
+use crate::outbox::{Delivery, Outbox};
 use sqlx::{PgConnection, PgPool};
+use std::collections::HashMap;
 
 /// How a failed batch failed.
 #[derive(Debug)]
@@ -96,35 +97,90 @@ async fn advance_cursor(
     Ok(())
 }
 
-/// Applies `frames` (in stream order) and whatever `outbox` already holds for them; returns the
-/// events to publish after the commit. `last_seq` is the highest stream sequence of the batch,
-/// including frames refused before they reached the handler.
+/// One partition's share of a transaction: its frames in stream order, the highest stream
+/// sequence they cover (frames refused before parsing included), and the events already decided
+/// for them (those refusals).
+pub struct Part {
+    pub partition: u32,
+    pub frames: Vec<Frame>,
+    pub last_seq: u64,
+    pub early: Vec<Delivery>,
+}
+
+/// Applies the parts (each of a different partition) in one transaction: locks their cursors,
+/// skips what each says is applied, lets the handler apply the rest in one call, advances the
+/// cursors, commits. Returns, per part, the events to publish once it is acked, or `None` when
+/// every frame of it was applied already (a redelivery, or a stale owner's copy).
 pub async fn apply<H: BatchHandler>(
     pool: &PgPool,
     handler: &H,
     kind: &str,
-    partition: u32,
-    frames: Vec<Frame>,
-    last_seq: u64,
-    mut outbox: Outbox,
-) -> Result<Option<Outbox>, FrameError> {
+    parts: Vec<Part>,
+) -> Result<Vec<Option<Vec<Delivery>>>, FrameError> {
     let mut tx = pool.begin().await?;
-    let applied = lock_cursor(&mut tx, kind, partition).await?;
-    if last_seq <= applied {
-        // Every frame here was applied already (a redelivery after a lost ack, or a stale owner).
-        tx.rollback().await?;
-        return Ok(None);
+    let partitions: Vec<i32> = parts.iter().map(|part| part.partition as i32).collect();
+    let cursors: HashMap<i32, i64> = sqlx::query_as::<_, (i32, i64)>(
+        "SELECT partition, applied_seq FROM partition_cursors
+         WHERE kind = $1 AND partition = ANY($2) ORDER BY partition FOR UPDATE",
+    )
+    .bind(kind)
+    .bind(&partitions)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let mut results: Vec<Option<Vec<Delivery>>> = Vec::with_capacity(parts.len());
+    let mut slot_of: HashMap<u32, usize> = HashMap::new();
+    let mut fresh = Vec::new();
+    let (mut advancing, mut advanced_to) = (Vec::new(), Vec::new());
+    for part in parts {
+        let applied = cursors
+            .get(&(part.partition as i32))
+            .copied()
+            .unwrap_or(0)
+            .max(0) as u64;
+        if part.last_seq <= applied {
+            results.push(None);
+            continue;
+        }
+        slot_of.insert(part.partition, results.len());
+        results.push(Some(part.early));
+        fresh.extend(
+            part.frames
+                .into_iter()
+                .filter(|frame| frame.inbound.stream_seq > applied),
+        );
+        advancing.push(part.partition as i32);
+        advanced_to.push(part.last_seq as i64);
     }
-    let fresh: Vec<Frame> = frames
-        .into_iter()
-        .filter(|frame| frame.inbound.stream_seq > applied)
-        .collect();
+    if advancing.is_empty() {
+        tx.rollback().await?;
+        return Ok(results);
+    }
+    let mut outbox = Outbox::default();
     if !fresh.is_empty() {
         handler.apply(&mut tx, fresh, &mut outbox).await?;
     }
-    advance_cursor(&mut tx, kind, partition, last_seq).await?;
+    sqlx::query(
+        "UPDATE partition_cursors SET applied_seq = v.seq, updated_at = now()
+         FROM unnest($2::int[], $3::bigint[]) AS v(partition, seq)
+         WHERE kind = $1 AND partition_cursors.partition = v.partition",
+    )
+    .bind(kind)
+    .bind(&advancing)
+    .bind(&advanced_to)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(Some(outbox))
+    for delivery in outbox.into_deliveries() {
+        if let Some(Some(events)) = slot_of
+            .get(&delivery.partition)
+            .and_then(|slot| results.get_mut(*slot))
+        {
+            events.push(delivery);
+        }
+    }
+    Ok(results)
 }
 
 /// Counts the frame at `seq` as applied without applying it (refused for its content, or

@@ -10,7 +10,8 @@
 //!   (`partition`).
 //! - **Batches, not frames.** Whatever is ready in a partition, up to `WORKER_BATCH_MAX` frames, is
 //!   applied in one transaction, which also advances the partition's applied stream sequence in
-//!   `partition_cursors` (`batch`). That row is the fence: a frame at or below it was applied
+//!   `partition_cursors` (`batch`); the ready frames of several partitions share one transaction
+//!   (`committer`). That row is the fence: a frame at or below it was applied
 //!   already (a redelivery, or a stale owner's copy) and is skipped, so nothing is applied twice.
 //!   Commit, then one ack for the whole batch, then the events.
 //! - **Poison frames never block.** A frame refused for its content is answered at once and counts
@@ -20,6 +21,7 @@
 //!   stops pulling and resumes when the database answers.
 
 mod batch;
+mod committer;
 mod dead_letter;
 mod ownership;
 mod partition;
@@ -38,7 +40,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 /// Who sent a frame, from the headers only the gateway sets.
@@ -71,6 +73,8 @@ pub struct Inbound {
     pub request_type: Option<String>,
     /// Its sequence in the `INBOUND` stream (the order of the partition).
     pub stream_seq: u64,
+    /// Its partition of `INBOUND`.
+    pub partition: u32,
 }
 
 /// A frame of a batch: where it came from, and what it says.
@@ -174,6 +178,8 @@ struct Context<H> {
     pool: PgPool,
     handler: Arc<H>,
     config: WorkerConfig,
+    /// Where partitions hand their ready frames for a shared transaction.
+    committer: mpsc::Sender<committer::Share>,
 }
 
 /// Runs worker kind `kind` until `stopping` turns true: keeps this instance's heartbeat, pulls the
@@ -192,6 +198,15 @@ pub async fn run<H: BatchHandler>(
         .await
         .map_err(|error| anyhow::anyhow!("stream INBOUND: {error}"))?;
     batch::create_cursors(&pool, kind).await?;
+    let (shares, waiting) = mpsc::channel(shared::subjects::PARTITIONS as usize);
+    let committer = tokio::spawn(committer::run(
+        pool.clone(),
+        handler.clone(),
+        kind,
+        config.worker_batch_max.max(1),
+        config.worker_commit_concurrency,
+        waiting,
+    ));
     let context = Arc::new(Context {
         kind,
         nats: nats.clone(),
@@ -200,6 +215,7 @@ pub async fn run<H: BatchHandler>(
         pool,
         handler,
         config,
+        committer: shares,
     });
     let mut ownership = ownership::Ownership::join(&nats, kind).await?;
     let mut running: HashMap<u32, (watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
@@ -243,6 +259,7 @@ pub async fn run<H: BatchHandler>(
         let _ = task.await;
     }
     ownership.leave().await;
+    committer.abort();
     Ok(())
 }
 

@@ -9,7 +9,8 @@
 //! the first frame it gets is the oldest one not applied. Frames at or below the partition's
 //! applied sequence are skipped (`batch`), so nothing is applied twice.
 
-use super::batch::{self, Failure};
+use super::batch::{self, Failure, Part};
+use super::committer::Share;
 use super::{
     BatchHandler, Context, Frame, FrameError, Inbound, Sender, backoff, dead_letter, type_of,
 };
@@ -22,12 +23,16 @@ use shared::nats::{ACK_WAIT, OWNER_GROUP, consumer_name};
 use shared::subjects::Address;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// How long a pull request waits on the server; well below the consumer's priority timeout, so
 /// the pin is renewed while the partition is quiet.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// A partition that received nothing for this long checks that it is not waiting behind a pin
+/// that nobody uses.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
 
 /// Said to the sender of a frame that was dead-lettered or that Postgres refused.
 const NOT_PROCESSED: &str = "could not be processed";
@@ -81,6 +86,8 @@ async fn take_over<H>(context: &Context<H>, name: &str, stop: &mut watch::Receiv
     loop {
         let quiet = match context.stream.consumer_info(name).await {
             Ok(info) => info.num_ack_pending == 0,
+            // A consumer that is gone (a server restart) has no deliveries outstanding.
+            Err(error) if error.to_string().contains("not found") => true,
             Err(error) => {
                 tracing::warn!(%error, consumer = name, "cannot read consumer state");
                 false
@@ -96,6 +103,50 @@ async fn take_over<H>(context: &Context<H>, name: &str, stop: &mut watch::Receiv
     }
     let _ = context.stream.unpin_consumer(name, OWNER_GROUP).await;
     !*stop.borrow()
+}
+
+async fn recreate_consumer<H>(context: &Context<H>, partition: u32) {
+    let Some(definition) = shared::nats::worker_kinds()
+        .into_iter()
+        .find(|definition| definition.kind == context.kind)
+    else {
+        return;
+    };
+    let config = shared::nats::partition_consumer(&definition, partition);
+    match context.stream.create_consumer(config).await {
+        Ok(_) => tracing::info!(
+            kind = context.kind,
+            partition,
+            "partition consumer recreated"
+        ),
+        Err(error) => {
+            tracing::warn!(%error, kind = context.kind, partition, "cannot recreate the partition consumer")
+        }
+    }
+}
+
+/// A quiet partition with frames waiting means the pin is held by a puller that is gone (or
+/// another instance that no longer owns the partition): release it, so ours is served. A consumer
+/// that is gone (its state lives in server memory, lost in a restart) is recreated; false then,
+/// and the pull starts over.
+async fn unstick<H>(context: &Context<H>, partition: u32, name: &str) -> bool {
+    match context.stream.consumer_info(name).await {
+        Ok(info) if info.num_pending > 0 => {
+            tracing::warn!(
+                consumer = name,
+                waiting = info.num_pending,
+                "frames wait while the partition is quiet; taking the pin"
+            );
+            let _ = context.stream.unpin_consumer(name, OWNER_GROUP).await;
+            true
+        }
+        Ok(_) => true,
+        Err(error) if error.to_string().contains("not found") => {
+            recreate_consumer(context, partition).await;
+            false
+        }
+        Err(_) => true,
+    }
 }
 
 async fn wait_for_database<H>(context: &Context<H>, stop: &mut watch::Receiver<bool>) -> bool {
@@ -119,7 +170,11 @@ async fn pull<H: BatchHandler>(
     let consumer: jetstream::consumer::PullConsumer = match context.stream.get_consumer(name).await
     {
         Ok(consumer) => consumer,
-        Err(error) => return Outcome::Disrupted(format!("consumer {name}: {error}")),
+        Err(error) => {
+            // Consumers keep their state in memory: after a server restart they are recreated.
+            recreate_consumer(context, partition).await;
+            return Outcome::Disrupted(format!("consumer {name}: {error}"));
+        }
     };
     let batch_max = context.config.worker_batch_max.max(1);
     let mut messages = match consumer
@@ -141,7 +196,15 @@ async fn pull<H: BatchHandler>(
         let next = tokio::select! {
             biased;
             _ = stop.changed() => None,
-            next = messages.next() => Some(next),
+            next = tokio::time::timeout(IDLE_CHECK, messages.next()) => match next {
+                Ok(next) => Some(next),
+                Err(_) => {
+                    if !unstick(context, partition, name).await {
+                        return Outcome::Disrupted(String::from("the partition consumer was gone"));
+                    }
+                    continue;
+                }
+            },
         };
         let mut held = Vec::new();
         let stopping = next.is_none();
@@ -153,6 +216,9 @@ async fn pull<H: BatchHandler>(
                 // A missed idle heartbeat does not end the pull; a lost delivery shows as a gap.
                 tracing::debug!(%error, "pull status");
                 if error.to_string().contains("heartbeat") {
+                    if !unstick(context, partition, name).await {
+                        return Outcome::Disrupted(String::from("the partition consumer was gone"));
+                    }
                     continue;
                 }
                 return Outcome::Disrupted(format!("pull failed: {error}"));
@@ -204,7 +270,7 @@ enum Parsed {
     Foreign(&'static str),
 }
 
-fn parse(message: &jetstream::Message) -> Parsed {
+fn parse(message: &jetstream::Message, partition: u32) -> Parsed {
     let Some(address) = Address::parse(message.subject.as_str()) else {
         return Parsed::Foreign("unknown subject");
     };
@@ -228,7 +294,9 @@ fn parse(message: &jetstream::Message) -> Parsed {
         trace_id,
         request_type: None,
         stream_seq,
+        partition: 0,
     };
+    inbound.partition = partition;
     match serde_json::from_slice::<ClientFrame>(&message.payload) {
         Ok(frame) => {
             inbound.request_type = Some(frame.kind().name().to_owned());
@@ -248,17 +316,34 @@ fn session_of(inbound: &Inbound) -> Option<uuid::Uuid> {
     }
 }
 
-/// Applies `messages` as one batch; when that fails for a reason other than an outage, applies
-/// them one by one so that only the failing frame is retried and, at last, dead-lettered.
+/// How a batch is committed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// In a transaction shared with other partitions' ready frames.
+    Shared,
+    /// In a transaction of its own.
+    Alone,
+}
+
+/// Applies `messages` as one batch (shared with other partitions; alone if the shared transaction
+/// fails); when that fails for a reason other than an outage, applies them one by one so that
+/// only the failing frame is retried and, at last, dead-lettered.
 async fn handle<H: BatchHandler>(
     context: &Context<H>,
     partition: u32,
     messages: Vec<jetstream::Message>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), Outcome> {
-    let error = match attempt(context, partition, &messages).await {
+    let error = match attempt(context, partition, &messages, Mode::Shared).await {
         Ok(()) => return Ok(()),
-        Err(error) => error,
+        Err(None) => match attempt(context, partition, &messages, Mode::Alone).await {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        },
+        Err(Some(error)) => Some(error),
+    };
+    let Some(error) = error else {
+        return Err(Outcome::Disrupted(String::from("the committer stopped")));
     };
     let failure = Failure::of(&error);
     if let Failure::Unavailable(reason) = failure {
@@ -269,7 +354,17 @@ async fn handle<H: BatchHandler>(
     }
     tracing::warn!(kind = context.kind, partition, error = %error, frames = messages.len(), "batch failed; applying its frames one by one");
     for message in &messages {
-        if let Err(error) = attempt(context, partition, std::slice::from_ref(message)).await {
+        if let Err(error) = attempt(
+            context,
+            partition,
+            std::slice::from_ref(message),
+            Mode::Alone,
+        )
+        .await
+        {
+            let Some(error) = error else {
+                return Err(Outcome::Disrupted(String::from("the committer stopped")));
+            };
             match Failure::of(&error) {
                 Failure::Unavailable(reason) => return Err(Outcome::DatabaseDown(reason)),
                 failure => retry_alone(context, partition, message, failure, stop).await?,
@@ -279,20 +374,22 @@ async fn handle<H: BatchHandler>(
     Ok(())
 }
 
-/// Parses, applies, commits, acks and publishes.
+/// Parses, applies, commits, acks and publishes. `Err(None)`: the shared transaction failed (or
+/// the committer is gone), try alone.
 async fn attempt<H: BatchHandler>(
     context: &Context<H>,
     partition: u32,
     messages: &[jetstream::Message],
-) -> Result<(), FrameError> {
-    let Some(last) = messages.last() else {
+    mode: Mode,
+) -> Result<(), Option<FrameError>> {
+    if messages.is_empty() {
         return Ok(());
-    };
+    }
     let mut frames = Vec::with_capacity(messages.len());
-    let mut outbox = Outbox::default();
+    let mut early = Outbox::default();
     let mut last_seq = 0;
     for message in messages {
-        match parse(message) {
+        match parse(message, partition) {
             Parsed::Frame(frame) => {
                 last_seq = last_seq.max(frame.inbound.stream_seq);
                 frames.push(frame);
@@ -300,7 +397,7 @@ async fn attempt<H: BatchHandler>(
             Parsed::Refused(inbound) => {
                 last_seq = last_seq.max(inbound.stream_seq);
                 let session_id = session_of(&inbound);
-                outbox.refuse(
+                early.refuse(
                     &inbound,
                     String::from(
                         "invalid frame: a field is missing, of the wrong type or out of range",
@@ -316,23 +413,43 @@ async fn attempt<H: BatchHandler>(
             }
         }
     }
-    let applied = batch::apply(
-        &context.pool,
-        &*context.handler,
-        context.kind,
+    let part = Part {
         partition,
         frames,
         last_seq,
-        outbox,
-    )
-    .await?;
-    // One ack covers the batch (AckPolicy::All). Acked before publishing, on the same connection:
-    // if the events reached the server, so did the ack.
-    if let Err(error) = last.ack().await {
-        tracing::warn!(%error, "ack failed; the batch will be redelivered and skipped");
+        early: early.into_deliveries(),
+    };
+    let events = match mode {
+        Mode::Shared => {
+            let (answer, answered) = oneshot::channel();
+            if context
+                .committer
+                .send(Share { part, answer })
+                .await
+                .is_err()
+            {
+                return Err(None);
+            }
+            match answered.await {
+                Ok(Ok(events)) => events,
+                Ok(Err(())) | Err(_) => return Err(None),
+            }
+        }
+        Mode::Alone => batch::apply(&context.pool, &*context.handler, context.kind, vec![part])
+            .await
+            .map_err(Some)?
+            .pop()
+            .flatten(),
+    };
+    // Acked before publishing, on the same connection: if the events reached the server, so did
+    // the acks. Each ack is a fire-and-forget publish.
+    for message in messages {
+        if let Err(error) = message.ack().await {
+            tracing::warn!(%error, "ack failed; the frame will be redelivered and skipped");
+        }
     }
-    if let Some(outbox) = applied {
-        crate::outbox::publish_all(&context.nats, outbox.into_deliveries()).await;
+    if let Some(events) = events {
+        crate::outbox::publish_all(&context.nats, events).await;
     }
     Ok(())
 }
@@ -375,9 +492,17 @@ async fn retry_alone<H: BatchHandler>(
             wait -= step;
         }
         attempts += 1;
-        failure = match attempt(context, partition, std::slice::from_ref(message)).await {
+        failure = match attempt(
+            context,
+            partition,
+            std::slice::from_ref(message),
+            Mode::Alone,
+        )
+        .await
+        {
             Ok(()) => return Ok(()),
-            Err(error) => Failure::of(&error),
+            Err(Some(error)) => Failure::of(&error),
+            Err(None) => Failure::Failed(String::from("the committer stopped")),
         };
     }
 }
@@ -401,7 +526,8 @@ async fn give_up<H>(
     }
     match batch::skip(&context.pool, context.kind, partition, stream_seq).await {
         Ok(true) => {
-            if let Parsed::Frame(Frame { inbound, .. }) | Parsed::Refused(inbound) = parse(message)
+            if let Parsed::Frame(Frame { inbound, .. }) | Parsed::Refused(inbound) =
+                parse(message, partition)
             {
                 let event = Event::error(
                     NOT_PROCESSED,
