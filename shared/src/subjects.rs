@@ -26,8 +26,8 @@ use uuid::Uuid;
 pub const INBOUND_STREAM: &str = "INBOUND";
 
 /// How many partitions the `INBOUND` stream's subject transform spreads frames over. It must match
-/// `{{partition(16,2)}}` in `nats/stream-inbound.json`; changing it needs a drained stream.
-pub const PARTITIONS: u32 = 16;
+/// `{{partition(8,2)}}` in `nats/stream-inbound.json`; changing it needs a drained stream.
+pub const PARTITIONS: u32 = 8;
 
 /// The partition the stream's subject transform gives a subject whose id token is `id`
 /// (nats-server hashes the token with FNV-1a 32, then takes it modulo the partition count).

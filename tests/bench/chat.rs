@@ -54,6 +54,17 @@ fn postgres_cpu_seconds() -> f64 {
         .sum()
 }
 
+/// The fields of a server frame the load client reads.
+#[derive(serde::Deserialize)]
+struct Received<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default, borrow)]
+    message: Option<&'a str>,
+    #[serde(default, borrow)]
+    message_id: Option<&'a str>,
+}
+
 struct Shared {
     origin: Instant,
     histogram: Mutex<Histogram<u64>>,
@@ -94,23 +105,21 @@ pub async fn run() -> anyhow::Result<()> {
                 let Message::Text(text) = message else {
                     continue;
                 };
-                let Ok(frame) = serde_json::from_str::<serde_json::Value>(&text) else {
+                // The load client shares the machine: read only the fields it needs.
+                let Ok(frame) = serde_json::from_str::<Received>(&text) else {
                     continue;
                 };
-                if frame["type"] != "chat_message" {
+                if frame.kind != "chat_message" {
                     continue;
                 }
-                let sent_at: u64 = frame["message"]
-                    .as_str()
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(0);
+                let sent_at: u64 = frame.message.and_then(|t| t.parse().ok()).unwrap_or(0);
                 let now = shared.origin.elapsed().as_micros() as u64;
                 if let Ok(mut histogram) = shared.histogram.lock() {
                     let _ = histogram.record(now.saturating_sub(sent_at).max(1));
                 }
                 shared.received.fetch_add(1, Ordering::Relaxed);
                 if shared.receipts.load(Ordering::Relaxed) {
-                    let message_id = frame["message_id"].clone();
+                    let message_id = frame.message_id.unwrap_or_default();
                     for kind in ["message_delivered", "message_read"] {
                         let receipt =
                             json!({"type": kind, "message_id": message_id, "session_id": session});

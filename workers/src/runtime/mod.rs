@@ -4,7 +4,7 @@
 //!
 //! - **Partitions own order.** The `INBOUND` stream appends a partition token to every subject
 //!   (all frames of one session share one), and each worker kind has one durable consumer per
-//!   partition (`chat-07`). The kind's live instances split the partitions between them by
+//!   partition (`chat-07`; its state kept in server memory and recreated when missing). The kind's live instances split the partitions between them by
 //!   rendezvous hashing over heartbeats (`ownership`); each partition's consumer pins its one
 //!   puller (a priority group), and its owner applies what it pulls strictly in stream order
 //!   (`partition`).
@@ -13,7 +13,7 @@
 //!   `partition_cursors` (`batch`); the ready frames of several partitions share one transaction
 //!   (`committer`). That row is the fence: a frame at or below it was applied
 //!   already (a redelivery, or a stale owner's copy) and is skipped, so nothing is applied twice.
-//!   Commit, then one ack for the whole batch, then the events.
+//!   Commit, then an ack per frame (a work-queue stream deletes what is acked), then the events.
 //! - **Poison frames never block.** A frame refused for its content is answered at once and counts
 //!   as applied. Any other failure is retried with backoff, alone, up to `WORKER_MAX_DELIVER` times;
 //!   then it goes to `DEAD_LETTER` (`dead_letter`), the sender hears "could not be processed", and
