@@ -48,7 +48,11 @@ impl Client {
                 .headers_mut()
                 .insert("authorization", value.parse().expect("header value"));
         }
-        match tokio_tungstenite::connect_async(request).await {
+        // Small read buffers, as a phone's: the default 128 KiB is zeroed again and again, which
+        // costs the benchmarks' load client more CPU than the frames themselves.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(4096);
+        match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
             Ok((socket, _)) => Ok(Client {
                 socket,
                 pending: VecDeque::new(),
