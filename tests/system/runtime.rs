@@ -335,3 +335,49 @@ async fn killed_chat_instances_and_a_nats_restart_lose_duplicate_and_reorder_not
         check.await.expect("recipient check");
     }
 }
+
+#[tokio::test]
+async fn a_full_inbound_stream_answers_server_busy_and_keeps_what_it_accepted() {
+    let mut stack = TestStack::with(StackOptions::default().only(&["lifecycle", "chat"])).await;
+    let (mut seeker, _provider, session_id, _) = stack.session("seek1", "prov1").await;
+    stack.kill_workers("chat");
+    // Shrink the stream so that a few frames fill it (nothing is deleted to make room).
+    let context = async_nats::jetstream::new(stack.nats().await);
+    let mut stream = context
+        .get_stream(shared::subjects::INBOUND_STREAM)
+        .await
+        .expect("INBOUND");
+    let mut config = stream.info().await.expect("stream info").config.clone();
+    config.max_bytes = 16 * 1024;
+    context.update_stream(config).await.expect("smaller stream");
+    let mut accepted = 0;
+    let mut busy = None;
+    for index in 0..200 {
+        seeker
+            .send(json!({"type": "chat_message", "session_id": session_id, "message": format!("{index:0>200}")}))
+            .await;
+        if let Some(error) = seeker.find("error", Duration::from_millis(100)).await {
+            busy = Some(error);
+            break;
+        }
+        accepted += 1;
+    }
+    let busy = busy.expect("the stream filled up");
+    assert_eq!(busy["error"], "server busy, please retry");
+    assert_eq!(busy["request_type"], "chat_message");
+    assert!(accepted > 0);
+    stack.start_worker("chat");
+    for _ in 0..accepted {
+        assert!(
+            seeker
+                .find("message_sent", Duration::from_secs(15))
+                .await
+                .is_some(),
+            "every frame accepted before the stream was full is handled"
+        );
+    }
+    assert_eq!(
+        stack.count("SELECT count(*) FROM chat_messages").await,
+        accepted as i64
+    );
+}

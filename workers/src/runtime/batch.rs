@@ -205,3 +205,22 @@ pub async fn skip(
 pub async fn database_answers(pool: &PgPool) -> bool {
     sqlx::query("SELECT 1").execute(pool).await.is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_pauses_and_other_failures_retry() {
+        let unavailable = FrameError::Database(sqlx::Error::PoolTimedOut);
+        assert!(matches!(Failure::of(&unavailable), Failure::Unavailable(_)));
+        let io = FrameError::Database(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert!(matches!(Failure::of(&io), Failure::Unavailable(_)));
+        let other = FrameError::Retry(anyhow::anyhow!("a bug"));
+        assert!(matches!(Failure::of(&other), Failure::Failed(_)));
+        let refused = FrameError::refused("bad", None);
+        assert!(matches!(Failure::of(&refused), Failure::Content(_)));
+    }
+}
