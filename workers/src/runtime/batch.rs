@@ -5,6 +5,7 @@
 
 use super::{BatchHandler, Frame, FrameError};
 use crate::outbox::{Delivery, Outbox};
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
 
@@ -97,20 +98,66 @@ async fn advance_cursor(
     Ok(())
 }
 
-/// One partition's share of a transaction: its frames in stream order, the highest stream
-/// sequence they cover (frames refused before parsing included), and the events already decided
-/// for them (those refusals).
+/// One partition's share of a transaction: its frames in stream order, the stream sequences they
+/// span (frames refused before parsing included), and the events already decided for them (those
+/// refusals).
 pub struct Part {
     pub partition: u32,
     pub frames: Vec<Frame>,
+    pub first_seq: u64,
     pub last_seq: u64,
     pub early: Vec<Delivery>,
 }
 
+/// A delivery as `partition_cursors.last_events` keeps it.
+#[derive(Serialize, Deserialize)]
+struct StoredDelivery {
+    user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    conn_id: Option<String>,
+    #[serde(default)]
+    close: bool,
+    frame: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    notice_subject: Option<String>,
+    #[serde(default)]
+    trace_id: String,
+}
+
+impl StoredDelivery {
+    fn of(delivery: &Delivery) -> StoredDelivery {
+        StoredDelivery {
+            user_id: delivery.user_id.clone(),
+            conn_id: delivery.conn_id.clone(),
+            close: delivery.close,
+            frame: delivery.frame.clone(),
+            notice_subject: delivery.notice_subject.clone(),
+            trace_id: delivery.trace_id.to_string(),
+        }
+    }
+
+    fn into_delivery(self, partition: u32) -> Delivery {
+        Delivery {
+            user_id: self.user_id,
+            conn_id: self.conn_id,
+            close: self.close,
+            frame: self.frame,
+            notice_subject: self.notice_subject,
+            trace_id: self.trace_id.into(),
+            partition,
+        }
+    }
+}
+
 /// Applies the parts (each of a different partition) in one transaction: locks their cursors,
 /// skips what each says is applied, lets the handler apply the rest in one call, advances the
-/// cursors, commits. Returns, per part, the events to publish once it is acked, or `None` when
-/// every frame of it was applied already (a redelivery, or a stale owner's copy).
+/// cursors and stores each part's events with them, commits. Returns, per part, the events to
+/// publish once it is acked, or `None` when every frame of it was applied already (a stale owner's
+/// copy, or a redelivery whose events went out before).
+///
+/// A part that brings back frames of its partition's last batch means that batch's acks never
+/// reached the server, and so neither did its events (they follow the acks on one connection):
+/// the stored events are published again, once.
 pub async fn apply<H: BatchHandler>(
     pool: &PgPool,
     handler: &H,
@@ -119,8 +166,8 @@ pub async fn apply<H: BatchHandler>(
 ) -> Result<Vec<Option<Vec<Delivery>>>, FrameError> {
     let mut tx = pool.begin().await?;
     let partitions: Vec<i32> = parts.iter().map(|part| part.partition as i32).collect();
-    let cursors: HashMap<i32, i64> = sqlx::query_as::<_, (i32, i64)>(
-        "SELECT partition, applied_seq FROM partition_cursors
+    let cursors: HashMap<i32, (i64, i64)> = sqlx::query_as::<_, (i32, i64, i64)>(
+        "SELECT partition, applied_seq, last_from_seq FROM partition_cursors
          WHERE kind = $1 AND partition = ANY($2) ORDER BY partition FOR UPDATE",
     )
     .bind(kind)
@@ -128,23 +175,31 @@ pub async fn apply<H: BatchHandler>(
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
+    .map(|(partition, applied, from)| (partition, (applied, from)))
     .collect();
     let mut results: Vec<Option<Vec<Delivery>>> = Vec::with_capacity(parts.len());
     let mut slot_of: HashMap<u32, usize> = HashMap::new();
+    let mut new_events: Vec<Vec<Delivery>> = Vec::with_capacity(parts.len());
     let mut fresh = Vec::new();
-    let (mut advancing, mut advanced_to) = (Vec::new(), Vec::new());
+    let mut replaying = Vec::new();
+    let (mut advancing, mut advanced_to, mut advanced_from) = (Vec::new(), Vec::new(), Vec::new());
     for part in parts {
-        let applied = cursors
+        let (applied, last_from) = cursors
             .get(&(part.partition as i32))
             .copied()
-            .unwrap_or(0)
-            .max(0) as u64;
-        if part.last_seq <= applied {
-            results.push(None);
+            .unwrap_or((0, 0));
+        let (applied, last_from) = (applied.max(0) as u64, last_from.max(0) as u64);
+        let replays = last_from > 0 && part.first_seq <= applied && part.last_seq >= last_from;
+        if replays {
+            replaying.push(part.partition as i32);
+        }
+        let advances = part.last_seq > applied;
+        slot_of.insert(part.partition, results.len());
+        results.push((replays || advances).then(Vec::new));
+        new_events.push(if advances { part.early } else { Vec::new() });
+        if !advances {
             continue;
         }
-        slot_of.insert(part.partition, results.len());
-        results.push(Some(part.early));
         fresh.extend(
             part.frames
                 .into_iter()
@@ -152,32 +207,87 @@ pub async fn apply<H: BatchHandler>(
         );
         advancing.push(part.partition as i32);
         advanced_to.push(part.last_seq as i64);
+        advanced_from.push(applied as i64 + 1);
     }
-    if advancing.is_empty() {
+    if advancing.is_empty() && replaying.is_empty() {
         tx.rollback().await?;
         return Ok(results);
+    }
+    if !replaying.is_empty() {
+        let stored: Vec<(i32, sqlx::types::Json<Vec<StoredDelivery>>)> = sqlx::query_as(
+            "UPDATE partition_cursors c SET last_events = '[]'
+             FROM (SELECT partition, last_events FROM partition_cursors
+                   WHERE kind = $1 AND partition = ANY($2)) old
+             WHERE c.kind = $1 AND c.partition = old.partition
+             RETURNING old.partition, old.last_events",
+        )
+        .bind(kind)
+        .bind(&replaying)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (partition, events) in stored {
+            let partition = partition as u32;
+            tracing::info!(
+                kind,
+                partition,
+                events = events.0.len(),
+                "a committed batch came back unacked: publishing its events again"
+            );
+            if let Some(Some(slot)) = slot_of
+                .get(&partition)
+                .and_then(|slot| results.get_mut(*slot))
+            {
+                slot.extend(
+                    events
+                        .0
+                        .into_iter()
+                        .map(|event| event.into_delivery(partition)),
+                );
+            }
+        }
     }
     let mut outbox = Outbox::default();
     if !fresh.is_empty() {
         handler.apply(&mut tx, fresh, &mut outbox).await?;
     }
-    sqlx::query(
-        "UPDATE partition_cursors SET applied_seq = v.seq, updated_at = now()
-         FROM unnest($2::int[], $3::bigint[]) AS v(partition, seq)
-         WHERE kind = $1 AND partition_cursors.partition = v.partition",
-    )
-    .bind(kind)
-    .bind(&advancing)
-    .bind(&advanced_to)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
     for delivery in outbox.into_deliveries() {
-        if let Some(Some(events)) = slot_of
+        if let Some(events) = slot_of
             .get(&delivery.partition)
-            .and_then(|slot| results.get_mut(*slot))
+            .and_then(|slot| new_events.get_mut(*slot))
         {
             events.push(delivery);
+        }
+    }
+    if !advancing.is_empty() {
+        let stored: Vec<sqlx::types::Json<Vec<StoredDelivery>>> = advancing
+            .iter()
+            .map(|partition| {
+                let events = slot_of
+                    .get(&(*partition as u32))
+                    .and_then(|slot| new_events.get(*slot))
+                    .map(|events| events.iter().map(StoredDelivery::of).collect())
+                    .unwrap_or_default();
+                sqlx::types::Json(events)
+            })
+            .collect();
+        sqlx::query(
+            "UPDATE partition_cursors
+             SET applied_seq = v.seq, last_from_seq = v.from_seq, last_events = v.events, updated_at = now()
+             FROM unnest($2::int[], $3::bigint[], $4::bigint[], $5::jsonb[]) AS v(partition, seq, from_seq, events)
+             WHERE kind = $1 AND partition_cursors.partition = v.partition",
+        )
+        .bind(kind)
+        .bind(&advancing)
+        .bind(&advanced_to)
+        .bind(&advanced_from)
+        .bind(&stored)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    for (slot, events) in new_events.into_iter().enumerate() {
+        if let Some(Some(published)) = results.get_mut(slot) {
+            published.extend(events);
         }
     }
     Ok(results)
@@ -197,6 +307,16 @@ pub async fn skip(
         return Ok(false);
     }
     advance_cursor(&mut tx, kind, partition, seq).await?;
+    // A frame given up on has no events to publish again.
+    sqlx::query(
+        "UPDATE partition_cursors SET last_from_seq = $3, last_events = '[]'
+         WHERE kind = $1 AND partition = $2",
+    )
+    .bind(kind)
+    .bind(partition as i32)
+    .bind(seq as i64)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(true)
 }

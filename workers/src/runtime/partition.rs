@@ -192,6 +192,7 @@ async fn pull<H: BatchHandler>(
     let batch_sizes = metrics::histogram!("worker_batch_frames", "kind" => context.kind);
     let batch_seconds = metrics::histogram!("worker_batch_seconds", "kind" => context.kind);
     let mut last_delivery: Option<u64> = None;
+    let mut acked_through: u64 = 0;
     loop {
         let next = tokio::select! {
             biased;
@@ -244,12 +245,32 @@ async fn pull<H: BatchHandler>(
             last_delivery = Some(delivery);
             in_order.push(message);
         }
+        // A frame this puller applied and acked itself may come back (its ack wait lapsed while it
+        // sat in the buffer): ack it again and leave it out, or its batch's events would be
+        // published twice.
+        in_order.retain(|message| {
+            let seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+            if seq != 0 && seq <= acked_through {
+                let message = message.clone();
+                tokio::spawn(async move {
+                    let _ = message.ack().await;
+                });
+                return false;
+            }
+            true
+        });
         if !in_order.is_empty() {
             let started = Instant::now();
             batch_sizes.record(in_order.len() as f64);
+            let highest = in_order
+                .iter()
+                .filter_map(|message| message.info().ok().map(|info| info.stream_sequence))
+                .max()
+                .unwrap_or(0);
             if let Err(outcome) = handle(context, partition, in_order, stop).await {
                 return outcome;
             }
+            acked_through = acked_through.max(highest);
             batch_seconds.record(started.elapsed().as_secs_f64());
         }
         if gap {
@@ -388,6 +409,11 @@ async fn attempt<H: BatchHandler>(
     let mut frames = Vec::with_capacity(messages.len());
     let mut early = Outbox::default();
     let mut last_seq = 0;
+    let first_seq = messages
+        .iter()
+        .filter_map(|message| message.info().ok().map(|info| info.stream_sequence))
+        .min()
+        .unwrap_or(0);
     for message in messages {
         match parse(message, partition) {
             Parsed::Frame(frame) => {
@@ -416,6 +442,7 @@ async fn attempt<H: BatchHandler>(
     let part = Part {
         partition,
         frames,
+        first_seq,
         last_seq,
         early: early.into_deliveries(),
     };
