@@ -228,6 +228,13 @@ pub async fn run<H: BatchHandler>(
             _ = heartbeat.tick() => {
                 if let Err(error) = ownership.refresh().await {
                     tracing::warn!(%error, kind, "heartbeat failed; keeping the partitions held");
+                    // A restarted nats-server has lost what lives in its memory (the heartbeat
+                    // bucket, the consumers' state): define it again, as at start.
+                    if error.to_string().contains("no stream")
+                        && let Err(error) = shared::nats::provision(&nats).await
+                    {
+                        tracing::warn!(%error, "cannot provision NATS again");
+                    }
                 }
                 let owned = ownership.owned();
                 for partition in &owned {
