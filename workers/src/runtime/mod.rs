@@ -13,7 +13,9 @@
 //!   `partition_cursors` (`batch`); the ready frames of several partitions share one transaction
 //!   (`committer`). That row is the fence: a frame at or below it was applied
 //!   already (a redelivery, or a stale owner's copy) and is skipped, so nothing is applied twice.
-//!   Commit, then an ack per frame (a work-queue stream deletes what is acked), then the events.
+//!   Commit, publish the events (confirmed by a flush), then ack each frame (a work-queue stream
+//!   deletes what is acked); a committed batch that comes back unacked has its stored events
+//!   published again.
 //! - **Poison frames never block.** A frame refused for its content is answered at once and counts
 //!   as applied. Any other failure is retried with backoff, alone, up to `WORKER_MAX_DELIVER` times;
 //!   then it goes to `DEAD_LETTER` (`dead_letter`), the sender hears "could not be processed", and

@@ -54,12 +54,15 @@ pub async fn run<H: BatchHandler>(
 ) {
     let name = consumer_name(context.kind, partition);
     let kind = context.kind;
+    // The highest frame this task applied and acked, kept across pulls: a copy of one of those
+    // that comes back was handled here, events included.
+    let mut acked_through: u64 = 0;
     loop {
         if *stop.borrow() || !take_over(&context, &name, &mut stop).await {
             break;
         }
         tracing::debug!(kind, partition, "pulling");
-        match pull(&context, partition, &name, &mut stop).await {
+        match pull(&context, partition, &name, &mut stop, &mut acked_through).await {
             Outcome::Stopped => break,
             Outcome::Disrupted(reason) => {
                 tracing::warn!(kind, partition, %reason, "partition pull disrupted; starting over");
@@ -166,6 +169,7 @@ async fn pull<H: BatchHandler>(
     partition: u32,
     name: &str,
     stop: &mut watch::Receiver<bool>,
+    acked_through: &mut u64,
 ) -> Outcome {
     let consumer: jetstream::consumer::PullConsumer = match context.stream.get_consumer(name).await
     {
@@ -192,7 +196,6 @@ async fn pull<H: BatchHandler>(
     let batch_sizes = metrics::histogram!("worker_batch_frames", "kind" => context.kind);
     let batch_seconds = metrics::histogram!("worker_batch_seconds", "kind" => context.kind);
     let mut last_delivery: Option<u64> = None;
-    let mut acked_through: u64 = 0;
     loop {
         let next = tokio::select! {
             biased;
@@ -250,7 +253,7 @@ async fn pull<H: BatchHandler>(
         // published twice.
         in_order.retain(|message| {
             let seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
-            if seq != 0 && seq <= acked_through {
+            if seq != 0 && seq <= *acked_through {
                 let message = message.clone();
                 tokio::spawn(async move {
                     let _ = message.ack().await;
@@ -270,7 +273,7 @@ async fn pull<H: BatchHandler>(
             if let Err(outcome) = handle(context, partition, in_order, stop).await {
                 return outcome;
             }
-            acked_through = acked_through.max(highest);
+            *acked_through = (*acked_through).max(highest);
             batch_seconds.record(started.elapsed().as_secs_f64());
         }
         if gap {
@@ -364,7 +367,9 @@ async fn handle<H: BatchHandler>(
         Err(Some(error)) => Some(error),
     };
     let Some(error) = error else {
-        return Err(Outcome::Disrupted(String::from("the committer stopped")));
+        return Err(Outcome::Disrupted(String::from(
+            "could not finish the batch",
+        )));
     };
     let failure = Failure::of(&error);
     if let Failure::Unavailable(reason) = failure {
@@ -384,7 +389,9 @@ async fn handle<H: BatchHandler>(
         .await
         {
             let Some(error) = error else {
-                return Err(Outcome::Disrupted(String::from("the committer stopped")));
+                return Err(Outcome::Disrupted(String::from(
+                    "could not finish the batch",
+                )));
             };
             match Failure::of(&error) {
                 Failure::Unavailable(reason) => return Err(Outcome::DatabaseDown(reason)),
@@ -395,8 +402,8 @@ async fn handle<H: BatchHandler>(
     Ok(())
 }
 
-/// Parses, applies, commits, acks and publishes. `Err(None)`: the shared transaction failed (or
-/// the committer is gone), try alone.
+/// Parses, applies, commits, publishes and acks. `Err(None)`: the shared transaction failed (or
+/// the committer is gone, or NATS did not confirm the events), try again.
 async fn attempt<H: BatchHandler>(
     context: &Context<H>,
     partition: u32,
@@ -468,15 +475,24 @@ async fn attempt<H: BatchHandler>(
             .pop()
             .flatten(),
     };
-    // Acked before publishing, on the same connection: if the events reached the server, so did
-    // the acks. Each ack is a fire-and-forget publish.
+    // Events first, confirmed by a flush (the server has routed them), then the acks: a worker that
+    // dies in between leaves its batch unacked, and the next owner publishes the stored events
+    // again (at least once; clients drop a repeated message_id). Acks first would lose the events
+    // of a worker that dies after its acks went out.
+    if let Some(events) = events
+        && !events.is_empty()
+    {
+        crate::outbox::publish_all(&context.nats, events).await;
+        if let Err(error) = context.nats.flush().await {
+            // Unacked, the batch comes back and its stored events go out again.
+            tracing::warn!(%error, "events not confirmed; leaving the batch unacked");
+            return Err(None);
+        }
+    }
     for message in messages {
         if let Err(error) = message.ack().await {
             tracing::warn!(%error, "ack failed; the frame will be redelivered and skipped");
         }
-    }
-    if let Some(events) = events {
-        crate::outbox::publish_all(&context.nats, events).await;
     }
     Ok(())
 }
