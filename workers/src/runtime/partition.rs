@@ -67,6 +67,8 @@ pub async fn run<H: BatchHandler>(
             Outcome::Disrupted(reason) => {
                 tracing::warn!(kind, partition, %reason, "partition pull disrupted; starting over");
                 metrics::counter!("worker_partition_restarts_total", "kind" => kind).increment(1);
+                // Never a tight loop against a server that keeps refusing.
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Outcome::DatabaseDown(reason) => {
                 tracing::error!(kind, partition, %reason, "Postgres unavailable; pausing this partition until it answers");
