@@ -36,6 +36,7 @@ struct StoredWithKey {
 /// The message a receipt names, with what deciding on it needs.
 #[derive(Clone, FromRow)]
 pub struct ReceiptTarget {
+    pub message_id: Uuid,
     pub session_id: Uuid,
     pub sender_type: String,
     pub sender_id: String,
@@ -106,10 +107,7 @@ impl ChatBatch {
             batch.sessions = rows.into_iter().map(|row| (row.session_id, row)).collect();
         }
         if !message_ids.is_empty() {
-            let rows = sqlx::query_as::<
-                _,
-                (Uuid, Uuid, String, String, String, String, String, String),
-            >(
+            let targets = sqlx::query_as::<_, ReceiptTarget>(
                 "SELECT m.message_id, m.session_id, m.sender_type, m.sender_id, m.delivery_status,
                         s.seeker_id, s.provider_id, s.connection_state
                  FROM chat_messages m JOIN work_sessions s ON s.session_id = m.session_id
@@ -118,30 +116,10 @@ impl ChatBatch {
             .bind(&message_ids)
             .fetch_all(&mut *tx)
             .await?;
-            for (
-                message_id,
-                session_id,
-                sender_type,
-                sender_id,
-                delivery_status,
-                seeker_id,
-                provider_id,
-                connection_state,
-            ) in rows
-            {
-                batch.receipt_targets.insert(
-                    message_id,
-                    ReceiptTarget {
-                        session_id,
-                        sender_type,
-                        sender_id,
-                        delivery_status,
-                        seeker_id,
-                        provider_id,
-                        connection_state,
-                    },
-                );
-            }
+            batch.receipt_targets = targets
+                .into_iter()
+                .map(|target| (target.message_id, target))
+                .collect();
         }
         if !client_ids.is_empty() && !session_ids.is_empty() {
             let rows = sqlx::query_as::<_, StoredWithKey>(

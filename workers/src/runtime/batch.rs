@@ -80,24 +80,6 @@ async fn lock_cursor(
     Ok(applied.max(0) as u64)
 }
 
-async fn advance_cursor(
-    tx: &mut PgConnection,
-    kind: &str,
-    partition: u32,
-    applied: u64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE partition_cursors SET applied_seq = $3, updated_at = now()
-         WHERE kind = $1 AND partition = $2",
-    )
-    .bind(kind)
-    .bind(partition as i32)
-    .bind(applied as i64)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
 /// One partition's share of a transaction: its frames in stream order, the stream sequences they
 /// span (frames refused before parsing included), and the events already decided for them (those
 /// refusals).
@@ -306,10 +288,10 @@ pub async fn skip(
         tx.rollback().await?;
         return Ok(false);
     }
-    advance_cursor(&mut tx, kind, partition, seq).await?;
     // A frame given up on has no events to publish again.
     sqlx::query(
-        "UPDATE partition_cursors SET last_from_seq = $3, last_events = '[]'
+        "UPDATE partition_cursors
+         SET applied_seq = $3, last_from_seq = $3, last_events = '[]', updated_at = now()
          WHERE kind = $1 AND partition = $2",
     )
     .bind(kind)
