@@ -42,8 +42,9 @@ pub struct WorkerConfig {
     #[arg(long, env = "WORKER_BATCH_MAX", default_value_t = 256)]
     pub worker_batch_max: usize,
     /// Transactions this instance keeps in flight at once; the partitions' ready frames are
-    /// gathered into them (group commit).
-    #[arg(long, env = "WORKER_COMMIT_CONCURRENCY", default_value_t = 2)]
+    /// gathered into them (group commit). One is best on a small machine: while it commits, the
+    /// next batch gathers, and fewer, larger transactions cost Postgres less per message.
+    #[arg(long, env = "WORKER_COMMIT_CONCURRENCY", default_value_t = 1)]
     pub worker_commit_concurrency: usize,
     /// The first retry of a failed frame waits this long; each next one twice as long (up to 5 s).
     #[arg(long, env = "WORKER_RETRY_BACKOFF_MS", default_value_t = 100)]

@@ -28,6 +28,10 @@ pub async fn connect_checked(url: &str, pool_size: u32) -> Result<PgPool, Databa
     let pool = PgPoolOptions::new()
         .max_connections(pool_size)
         .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings every connection it hands out, a round trip in front of every batch
+        // transaction. It already pings each one it takes back (dropping a broken one there),
+        // and the worker runtime treats a connection failing mid-batch as an outage to wait out.
+        .test_before_acquire(false)
         .connect(url)
         .await
         .map_err(|source| DatabaseCheckError::Unreachable {

@@ -7,7 +7,7 @@
 //! Knobs: BENCH_SESSIONS (50), BENCH_RATES ("1000,2000,3000,5000,7500,10000,12500"),
 //! BENCH_RECEIPT_RATES ("1000,2000,3000,4000,5000"), BENCH_SECONDS (10).
 
-use crate::{cpu_seconds, millis};
+use crate::{cpu_seconds, cpu_ticks, millis, steal_percent};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -186,7 +186,7 @@ async fn ramp(
     receipts: bool,
 ) -> Option<u64> {
     println!(
-        "{:>8} {:>9} {:>7} {:>8} {:>8} {:>9} | {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "{:>8} {:>9} {:>7} {:>8} {:>8} {:>9} | {:>8} {:>8} {:>8} {:>8} {:>8} | {:>7}",
         "rate/s",
         "sent/s",
         "lost",
@@ -197,7 +197,8 @@ async fn ramp(
         "chat us",
         "nats us",
         "pg us",
-        "load us"
+        "load us",
+        "steal %"
     );
     let sessions = writers.len();
     let mut best = None;
@@ -212,6 +213,7 @@ async fn ramp(
         }
         let received_before = shared.received.load(Ordering::Relaxed);
         let cpu_before = pids.cpu();
+        let ticks_before = cpu_ticks();
         let sent = Arc::new(AtomicU64::new(0));
         let interval = Duration::from_secs_f64(sessions as f64 / rate as f64);
         let step_seconds = if discard { 3 } else { seconds };
@@ -266,6 +268,7 @@ async fn ramp(
             Err(_) => (0.0, 0.0, 0.0),
         };
         let cpu_after = pids.cpu();
+        let steal = steal_percent(ticks_before, cpu_ticks());
         let per_message: Vec<f64> = cpu_before
             .iter()
             .zip(cpu_after.iter())
@@ -273,7 +276,7 @@ async fn ramp(
             .collect();
         let lost = sent.saturating_sub(delivered);
         println!(
-            "{:>8} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>9.2} | {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0}",
+            "{:>8} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>9.2} | {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} | {:>7.1}",
             rate,
             sent as f64 / seconds as f64,
             lost,
@@ -284,7 +287,8 @@ async fn ramp(
             per_message[1],
             per_message[2],
             per_message[3],
-            per_message[4]
+            per_message[4],
+            steal
         );
         if p99 <= 50.0 && lost == 0 && sent as f64 >= 0.95 * (rate * seconds) as f64 {
             best = Some(rate);

@@ -30,6 +30,30 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// The machine's CPU time so far as (stolen by the hypervisor, all) in ticks, from /proc/stat.
+/// A virtual machine whose host is busy loses CPU to it ("steal"); the benchmark prints the share
+/// per step, since it moves the latencies from one run to the next more than any change does.
+pub fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|line| line.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|value| value.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal guest guest_nice: guests are inside user.
+    let total = fields.iter().take(8).sum();
+    (fields.get(7).copied().unwrap_or(0), total)
+}
+
+/// Percent of the machine's CPU time stolen by the hypervisor between two `cpu_ticks` readings.
+pub fn steal_percent(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let total = after.1.saturating_sub(before.1).max(1) as f64;
+    after.0.saturating_sub(before.0) as f64 * 100.0 / total
+}
+
 /// Resident memory of a process in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

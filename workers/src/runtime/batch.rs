@@ -89,6 +89,10 @@ pub struct Part {
     pub first_seq: u64,
     pub last_seq: u64,
     pub early: Vec<Delivery>,
+    /// The partition's applied sequence as its puller last committed it, when it believes nobody
+    /// else moved it since. Then the cursor is not read and locked up front (one round trip
+    /// less); the final update checks the belief instead, and a wrong one rolls the batch back.
+    pub expected_applied: Option<u64>,
 }
 
 /// A delivery as `partition_cursors.last_events` keeps it.
@@ -147,18 +151,33 @@ pub async fn apply<H: BatchHandler>(
     parts: Vec<Part>,
 ) -> Result<Vec<Option<Vec<Delivery>>>, FrameError> {
     let mut tx = pool.begin().await?;
-    let partitions: Vec<i32> = parts.iter().map(|part| part.partition as i32).collect();
-    let cursors: HashMap<i32, (i64, i64)> = sqlx::query_as::<_, (i32, i64, i64)>(
-        "SELECT partition, applied_seq, last_from_seq FROM partition_cursors
-         WHERE kind = $1 AND partition = ANY($2) ORDER BY partition FOR UPDATE",
-    )
-    .bind(kind)
-    .bind(&partitions)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .map(|(partition, applied, from)| (partition, (applied, from)))
-    .collect();
+    // When every part follows on from what its puller committed last, no frame of it can be a
+    // redelivery: the cursors need no reading (the final update checks them).
+    let believed: Option<HashMap<i32, (i64, i64)>> = parts
+        .iter()
+        .map(|part| {
+            part.expected_applied
+                .filter(|expected| part.first_seq > *expected)
+                .map(|expected| (part.partition as i32, (expected as i64, 0)))
+        })
+        .collect();
+    let cursors = match believed {
+        Some(cursors) => cursors,
+        None => {
+            let partitions: Vec<i32> = parts.iter().map(|part| part.partition as i32).collect();
+            sqlx::query_as::<_, (i32, i64, i64)>(
+                "SELECT partition, applied_seq, last_from_seq FROM partition_cursors
+                 WHERE kind = $1 AND partition = ANY($2) ORDER BY partition FOR UPDATE",
+            )
+            .bind(kind)
+            .bind(&partitions)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|(partition, applied, from)| (partition, (applied, from)))
+            .collect()
+        }
+    };
     let mut results: Vec<Option<Vec<Delivery>>> = Vec::with_capacity(parts.len());
     let mut slot_of: HashMap<u32, usize> = HashMap::new();
     let mut new_events: Vec<Vec<Delivery>> = Vec::with_capacity(parts.len());
@@ -196,7 +215,7 @@ pub async fn apply<H: BatchHandler>(
         return Ok(results);
     }
     if !replaying.is_empty() {
-        let stored: Vec<(i32, sqlx::types::Json<Vec<StoredDelivery>>)> = sqlx::query_as(
+        let stored: Vec<(i32, String)> = sqlx::query_as(
             "UPDATE partition_cursors c SET last_events = '[]'
              FROM (SELECT partition, last_events FROM partition_cursors
                    WHERE kind = $1 AND partition = ANY($2)) old
@@ -209,10 +228,14 @@ pub async fn apply<H: BatchHandler>(
         .await?;
         for (partition, events) in stored {
             let partition = partition as u32;
+            let events: Vec<StoredDelivery> = serde_json::from_str(&events).unwrap_or_else(|error| {
+                tracing::error!(%error, kind, partition, "stored events do not parse; they are not published again");
+                Vec::new()
+            });
             tracing::info!(
                 kind,
                 partition,
-                events = events.0.len(),
+                events = events.len(),
                 "a committed batch came back unacked: publishing its events again"
             );
             if let Some(Some(slot)) = slot_of
@@ -221,7 +244,6 @@ pub async fn apply<H: BatchHandler>(
             {
                 slot.extend(
                     events
-                        .0
                         .into_iter()
                         .map(|event| event.into_delivery(partition)),
                 );
@@ -241,22 +263,25 @@ pub async fn apply<H: BatchHandler>(
         }
     }
     if !advancing.is_empty() {
-        let stored: Vec<sqlx::types::Json<Vec<StoredDelivery>>> = advancing
+        let stored: Vec<String> = advancing
             .iter()
             .map(|partition| {
-                let events = slot_of
+                let events: Vec<StoredDelivery> = slot_of
                     .get(&(*partition as u32))
                     .and_then(|slot| new_events.get(*slot))
                     .map(|events| events.iter().map(StoredDelivery::of).collect())
                     .unwrap_or_default();
-                sqlx::types::Json(events)
+                serde_json::to_string(&events).unwrap_or_else(|_| String::from("[]"))
             })
             .collect();
-        sqlx::query(
+        // The fence: each cursor must still be where this batch started from (locked above, or
+        // believed by the puller); a cursor that moved means another owner applied these frames.
+        let moved = sqlx::query(
             "UPDATE partition_cursors
              SET applied_seq = v.seq, last_from_seq = v.from_seq, last_events = v.events, updated_at = now()
-             FROM unnest($2::int[], $3::bigint[], $4::bigint[], $5::jsonb[]) AS v(partition, seq, from_seq, events)
-             WHERE kind = $1 AND partition_cursors.partition = v.partition",
+             FROM unnest($2::int[], $3::bigint[], $4::bigint[], $5::text[]) AS v(partition, seq, from_seq, events)
+             WHERE kind = $1 AND partition_cursors.partition = v.partition
+               AND partition_cursors.applied_seq = v.from_seq - 1",
         )
         .bind(kind)
         .bind(&advancing)
@@ -264,7 +289,14 @@ pub async fn apply<H: BatchHandler>(
         .bind(&advanced_from)
         .bind(&stored)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if moved != advancing.len() as u64 {
+            tx.rollback().await?;
+            return Err(FrameError::Retry(anyhow::anyhow!(
+                "a partition cursor moved under this batch (another owner applied its frames)"
+            )));
+        }
     }
     tx.commit().await?;
     for (slot, events) in new_events.into_iter().enumerate() {
@@ -311,6 +343,124 @@ pub async fn database_answers(pool: &PgPool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::{Inbound, Sender};
+    use shared::auth::Role;
+    use shared::frames::ClientFrame;
+    use shared::subjects::{Address, Topic};
+
+    /// Records which stream sequences it applied, in the batch's transaction.
+    struct Recorder;
+
+    impl BatchHandler for Recorder {
+        async fn apply(
+            &self,
+            tx: &mut PgConnection,
+            frames: Vec<Frame>,
+            _outbox: &mut Outbox,
+        ) -> Result<(), FrameError> {
+            for frame in frames {
+                sqlx::query("INSERT INTO fence_probe (seq) VALUES ($1)")
+                    .bind(frame.inbound.stream_seq as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+
+    fn part(partition: u32, seqs: std::ops::RangeInclusive<u64>, expected: Option<u64>) -> Part {
+        let session_id = uuid::Uuid::new_v4();
+        let frames: Vec<Frame> = seqs
+            .clone()
+            .map(|stream_seq| Frame {
+                inbound: Inbound {
+                    address: Address::Session {
+                        session_id,
+                        topic: Topic::Chat,
+                    },
+                    sender: Sender {
+                        user_id: String::from("u"),
+                        role: Role::Seeker,
+                        conn_id: String::from("c"),
+                    },
+                    trace_id: std::sync::Arc::from(""),
+                    request_type: None,
+                    stream_seq,
+                    partition,
+                },
+                frame: ClientFrame::StartChat { session_id },
+            })
+            .collect();
+        Part {
+            partition,
+            frames,
+            first_seq: *seqs.start(),
+            last_seq: *seqs.end(),
+            early: Vec::new(),
+            expected_applied: expected,
+        }
+    }
+
+    /// A database of its own on the machine's Postgres (`DATABASE_ADMIN_URL`, as the system
+    /// tests use), with the migrations applied.
+    async fn scratch_database() -> (PgPool, String) {
+        let admin = std::env::var("DATABASE_ADMIN_URL")
+            .unwrap_or_else(|_| String::from("postgres://postgres@127.0.0.1:5432/postgres"));
+        let name = format!("workers_fence_{}", uuid::Uuid::new_v4().simple());
+        let (server, _) = admin.rsplit_once('/').expect("a database part");
+        let url = format!("{server}/{name}");
+        shared::db::migrate(&url).await.expect("migrations");
+        let pool = PgPool::connect(&url).await.expect("connect");
+        sqlx::query("CREATE TABLE fence_probe (seq BIGINT NOT NULL)")
+            .execute(&pool)
+            .await
+            .expect("probe table");
+        create_cursors(&pool, "probe").await.expect("cursors");
+        (pool, url)
+    }
+
+    async fn applied(pool: &PgPool) -> Vec<i64> {
+        sqlx::query_scalar("SELECT seq FROM fence_probe ORDER BY seq")
+            .fetch_all(pool)
+            .await
+            .expect("probe rows")
+    }
+
+    #[tokio::test]
+    async fn a_stale_owners_batch_rolls_back_and_nothing_is_applied_twice() {
+        let (pool, url) = scratch_database().await;
+        // The owner applies 1..=3 (cursor read), then 4..=5 on its belief that it stands at 3.
+        apply(&pool, &Recorder, "probe", vec![part(2, 1..=3, None)])
+            .await
+            .expect("first batch");
+        apply(&pool, &Recorder, "probe", vec![part(2, 4..=5, Some(3))])
+            .await
+            .expect("batch on a right belief");
+        // A stale owner still believes the cursor stands at 3: its copy of 4..=6 must not land.
+        let stale = apply(&pool, &Recorder, "probe", vec![part(2, 4..=6, Some(3))]).await;
+        assert!(
+            matches!(stale, Err(FrameError::Retry(_))),
+            "a stale belief is refused"
+        );
+        assert_eq!(applied(&pool).await, vec![1, 2, 3, 4, 5]);
+        // Retried with the cursor read (as the runtime does), only what is new is applied.
+        apply(&pool, &Recorder, "probe", vec![part(2, 4..=6, None)])
+            .await
+            .expect("retry alone");
+        assert_eq!(applied(&pool).await, vec![1, 2, 3, 4, 5, 6]);
+        // A belief that another partition's cursor disproves rolls back the shared transaction.
+        let shared = apply(
+            &pool,
+            &Recorder,
+            "probe",
+            vec![part(2, 7..=7, Some(6)), part(5, 3..=3, Some(2))],
+        )
+        .await;
+        assert!(shared.is_err());
+        assert_eq!(applied(&pool).await, vec![1, 2, 3, 4, 5, 6]);
+        pool.close().await;
+        let _ = <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::drop_database(&url).await;
+    }
 
     #[test]
     fn an_unreachable_database_pauses_and_other_failures_retry() {

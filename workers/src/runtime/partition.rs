@@ -272,7 +272,12 @@ async fn pull<H: BatchHandler>(
                 .filter_map(|message| message.info().ok().map(|info| info.stream_sequence))
                 .max()
                 .unwrap_or(0);
-            if let Err(outcome) = handle(context, partition, in_order, stop).await {
+            // What this puller committed last is where the partition's cursor stands, unless
+            // another owner moved it meanwhile (then the batch's fence check fails, and it is
+            // applied again with the cursor read).
+            let expected_applied = (*acked_through > 0).then_some(*acked_through);
+            if let Err(outcome) = handle(context, partition, in_order, expected_applied, stop).await
+            {
                 return outcome;
             }
             *acked_through = (*acked_through).max(highest);
@@ -345,8 +350,9 @@ fn session_of(inbound: &Inbound) -> Option<uuid::Uuid> {
 /// How a batch is committed.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// In a transaction shared with other partitions' ready frames.
-    Shared,
+    /// In a transaction shared with other partitions' ready frames, with the partition's applied
+    /// sequence as this puller believes it to be.
+    Shared(Option<u64>),
     /// In a transaction of its own.
     Alone,
 }
@@ -358,9 +364,17 @@ async fn handle<H: BatchHandler>(
     context: &Context<H>,
     partition: u32,
     messages: Vec<jetstream::Message>,
+    expected_applied: Option<u64>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), Outcome> {
-    let error = match attempt(context, partition, &messages, Mode::Shared).await {
+    let error = match attempt(
+        context,
+        partition,
+        &messages,
+        Mode::Shared(expected_applied),
+    )
+    .await
+    {
         Ok(()) => return Ok(()),
         Err(None) => match attempt(context, partition, &messages, Mode::Alone).await {
             Ok(()) => return Ok(()),
@@ -454,9 +468,13 @@ async fn attempt<H: BatchHandler>(
         first_seq,
         last_seq,
         early: early.into_deliveries(),
+        expected_applied: match mode {
+            Mode::Shared(expected) => expected,
+            Mode::Alone => None,
+        },
     };
     let events = match mode {
-        Mode::Shared => {
+        Mode::Shared(_) => {
             let (answer, answered) = oneshot::channel();
             if context
                 .committer
