@@ -19,9 +19,14 @@ trap 'kill $(jobs -p) 2>/dev/null; stop_started_services' EXIT
 ensure_nats
 ensure_postgres
 export DATABASE_URL="${DATABASE_URL:-$(database_url_for marketplace)}"
-export JWT_SECRET="${JWT_SECRET:-dev-secret-change-me}"
 export GATEWAY_ADDR="${GATEWAY_ADDR:-127.0.0.1:8080}"
 export GATEWAY_DEV_MODE="${GATEWAY_DEV_MODE:-1}"
+# Development mode may use the built-in secret; otherwise the gateway refuses it, so a stack
+# started without one gets a random secret of its own (its demo tokens are printed below).
+if [ -z "${JWT_SECRET:-}" ]; then
+  if [ "$GATEWAY_DEV_MODE" = 1 ]; then JWT_SECRET=dev-secret-change-me; else JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"; fi
+fi
+export JWT_SECRET
 
 log "building (cargo build --bins; PROFILE=release for an optimised build)"
 if [ "${PROFILE:-debug}" = release ]; then cargo build --release --bins -q; else cargo build --bins -q; fi

@@ -65,6 +65,14 @@ fn as_uuid(raw: Option<&RawValue>) -> Option<Uuid> {
 }
 
 pub fn judge(frame: &str, role: Role) -> Verdict {
+    // serde reads a JSON array into a struct field by field (`["ping"]` would be a ping): a frame
+    // is an object or it has no type.
+    if !frame.trim_start().starts_with('{') {
+        return match serde_json::from_str::<serde::de::IgnoredAny>(frame) {
+            Ok(_) => refuse(errors::UNKNOWN_TYPE, None),
+            Err(_) => refuse(errors::INVALID_JSON, None),
+        };
+    }
     let envelope: Envelope = match serde_json::from_str(frame) {
         Ok(envelope) => envelope,
         Err(error) if error.is_data() => return refuse(errors::UNKNOWN_TYPE, None),
@@ -139,6 +147,16 @@ mod tests {
     #[test]
     fn malformed_frames_are_refused_with_the_contract_texts() {
         assert_eq!(error_of(judge("{nope", Role::Seeker)), "invalid JSON");
+        assert_eq!(error_of(judge("[nope", Role::Seeker)), "invalid JSON");
+        assert_eq!(
+            error_of(judge(r#"["ping"]"#, Role::Seeker)),
+            "unknown message type"
+        );
+        assert_eq!(
+            error_of(judge(r#" ["chat_message", "x"]"#, Role::Seeker)),
+            "unknown message type"
+        );
+        assert_eq!(error_of(judge("42", Role::Seeker)), "unknown message type");
         assert_eq!(error_of(judge("{}", Role::Seeker)), "unknown message type");
         assert_eq!(
             error_of(judge(r#"{"type":"dance"}"#, Role::Seeker)),

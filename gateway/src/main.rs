@@ -67,6 +67,16 @@ pub type SharedState = Arc<AppState>;
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     shared::telemetry::init("gateway");
+    if !config.dev_mode
+        && let Some(weakness) = config.jwt.weakness()
+    {
+        anyhow::bail!(
+            "{weakness}: anyone who knows it can sign tokens as any user. Set JWT_SECRET to a random \
+             secret of at least {} bytes (`openssl rand -hex 32`), or run with GATEWAY_DEV_MODE=1 on \
+             a development machine",
+            shared::config::JWT_SECRET_MIN_BYTES
+        );
+    }
     let nats = shared::nats::connect_checked(&config.nats.nats_url, "gateway").await?;
     let metrics = stats::install_metrics()?;
     let state = Arc::new(AppState {

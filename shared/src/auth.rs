@@ -75,6 +75,17 @@ pub enum AuthError {
     InvalidSubject,
     #[error("invalid token role")]
     InvalidRole,
+    #[error("invalid token name")]
+    InvalidName,
+}
+
+/// The longest `name` claim accepted, in characters (contract section 7).
+pub const NAME_MAX_CHARS: usize = 100;
+
+/// True for a `name` claim the product can carry: at most 100 characters, no control characters
+/// (a CR or LF could not travel in a NATS header; a NUL could not be stored).
+pub fn is_valid_name(name: &str) -> bool {
+    name.chars().count() <= NAME_MAX_CHARS && !name.chars().any(char::is_control)
 }
 
 /// True for ids that may appear inside a NATS subject token.
@@ -116,6 +127,13 @@ impl TokenVerifier {
             return Err(AuthError::InvalidSubject);
         }
         let role = Role::parse(&claims.role).ok_or(AuthError::InvalidRole)?;
+        if claims
+            .name
+            .as_deref()
+            .is_some_and(|name| !is_valid_name(name))
+        {
+            return Err(AuthError::InvalidName);
+        }
         Ok(Identity {
             user_id: claims.sub,
             role,
@@ -157,6 +175,27 @@ mod tests {
         assert_eq!(identity.user_id, "user_1");
         assert_eq!(identity.role, Role::Seeker);
         assert_eq!(identity.name.as_deref(), Some("Ann"));
+    }
+
+    #[test]
+    fn names_with_control_characters_or_over_100_characters_are_refused() {
+        let long = "é".repeat(101);
+        for name in [
+            "Ann\r\nx-role: provider",
+            "a\u{0}b",
+            "tab\there",
+            long.as_str(),
+        ] {
+            let token = mint("s", "user_1", Role::Seeker, Some(name), 60).expect("mint");
+            assert_eq!(
+                TokenVerifier::new("s").verify(&token),
+                Err(AuthError::InvalidName),
+                "{name:?}"
+            );
+        }
+        let fine = "é".repeat(100);
+        let token = mint("s", "user_1", Role::Seeker, Some(&fine), 60).expect("mint");
+        assert!(TokenVerifier::new("s").verify(&token).is_ok());
     }
 
     #[test]

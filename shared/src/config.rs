@@ -27,8 +27,31 @@ pub struct DatabaseConfig {
 #[derive(Args, Clone, Debug)]
 pub struct JwtConfig {
     /// HS256 secret the tokens are signed with.
-    #[arg(long, env = "JWT_SECRET", default_value = "dev-secret-change-me")]
+    #[arg(long, env = "JWT_SECRET", default_value = DEFAULT_JWT_SECRET)]
     pub jwt_secret: String,
+}
+
+/// The secret a development stack runs with; refused outside development mode.
+pub const DEFAULT_JWT_SECRET: &str = "dev-secret-change-me";
+/// The shortest secret accepted outside development mode (HS256 wants at least its hash size).
+pub const JWT_SECRET_MIN_BYTES: usize = 32;
+
+impl JwtConfig {
+    /// Why this secret must not sign real users' tokens, if it must not.
+    pub fn weakness(&self) -> Option<String> {
+        if self.jwt_secret == DEFAULT_JWT_SECRET {
+            Some(String::from(
+                "JWT_SECRET is the built-in development default",
+            ))
+        } else if self.jwt_secret.len() < JWT_SECRET_MIN_BYTES {
+            Some(format!(
+                "JWT_SECRET is {} bytes; at least {JWT_SECRET_MIN_BYTES} are needed",
+                self.jwt_secret.len()
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// The JetStream worker runtime's knobs (lifecycle, mediums, chat).

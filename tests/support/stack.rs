@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub const JWT_SECRET: &str = "test-secret";
+pub const JWT_SECRET: &str = "test-secret-of-at-least-32-bytes-for-hs256";
 
 /// Every worker kind, in start order.
 pub const WORKER_KINDS: [&str; 5] = ["lifecycle", "mediums", "distance", "chat", "expiry"];
@@ -80,7 +80,7 @@ fn free_port() -> u16 {
 
 /// The system's binaries: `target/debug` for tests, or `MARKETPLACE_BIN_DIR` (the benchmarks use
 /// `target/release`).
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let directory = std::env::var("MARKETPLACE_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
@@ -344,6 +344,11 @@ impl TestStack {
     }
 
     /// A plain NATS client on this stack's server, as an operator's `nats sub` would use.
+    /// The URL of this stack's nats-server.
+    pub fn nats_url(&self) -> &str {
+        &self.nats_url
+    }
+
     pub async fn nats(&self) -> async_nats::Client {
         async_nats::connect(&self.nats_url).await.expect("nats")
     }

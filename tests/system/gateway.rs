@@ -135,6 +135,13 @@ async fn malformed_frames_get_error_frames_and_the_socket_stays_open() {
     let session = uuid::Uuid::new_v4();
     let cases: Vec<(String, &str, serde_json::Value)> = vec![
         (String::from("{not json"), "invalid JSON", json!(null)),
+        // serde reads an array into a struct by position: it must not pass for a ping.
+        (
+            String::from(r#"["ping"]"#),
+            "unknown message type",
+            json!(null),
+        ),
+        (String::from("[1,"), "invalid JSON", json!(null)),
         (String::from("{}"), "unknown message type", json!(null)),
         (
             json!({"type": "teleport"}).to_string(),
@@ -448,4 +455,63 @@ async fn a_client_that_stops_reading_is_disconnected_without_slowing_others() {
         .await
         .expect_status(200);
     assert_eq!(stats.body["connections"], 1);
+}
+
+#[tokio::test]
+async fn a_token_name_with_a_line_break_or_over_100_characters_is_a_401_and_the_gateway_keeps_serving()
+ {
+    let stack = gateway_only(&[]).await;
+    let http = stack.http();
+    let long = "n".repeat(101);
+    for name in ["Ann\r\nrole: provider", "Ann\nBob", long.as_str()] {
+        let token = stack.token_named("u1", Role::Seeker, name);
+        http.get("/api/me/profile", &token).await.expect_status(401);
+        let refused = Client::connect(&stack.gateway, Role::Seeker, &token).await;
+        assert_eq!(
+            refused.err().map(|refused| refused.status),
+            Some(401),
+            "{name:?}"
+        );
+    }
+    let mut socket = stack.connect("u1", Role::Seeker).await;
+    socket.assert_usable().await;
+    let stats = http
+        .get("/api/websocket/stats", "")
+        .await
+        .expect_status(200);
+    assert_eq!(stats.body["connections"], 1);
+}
+
+#[tokio::test]
+async fn outside_development_mode_the_gateway_refuses_the_default_or_a_short_secret() {
+    let stack = gateway_only(&[]).await;
+    for secret in [shared::config::DEFAULT_JWT_SECRET, "short-secret"] {
+        let output = std::process::Command::new(system_tests::stack::binary("gateway"))
+            .env("NATS_URL", stack.nats_url())
+            .env("GATEWAY_ADDR", "127.0.0.1:0")
+            .env("GATEWAY_DEV_MODE", "0")
+            .env("JWT_SECRET", secret)
+            .output()
+            .expect("gateway runs");
+        assert!(!output.status.success(), "started with {secret:?}");
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(said.contains("JWT_SECRET"), "{said}");
+    }
+    // Development mode keeps working with the built-in secret (the local stack's demo tokens).
+    let mut child = std::process::Command::new(system_tests::stack::binary("gateway"))
+        .env("NATS_URL", stack.nats_url())
+        .env("GATEWAY_ADDR", "127.0.0.1:0")
+        .env("GATEWAY_DEV_MODE", "1")
+        .env("JWT_SECRET", shared::config::DEFAULT_JWT_SECRET)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("gateway runs");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        child.try_wait().expect("status").is_none(),
+        "dev mode exited"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -577,3 +577,78 @@ async fn frames_sent_while_the_lifecycle_worker_is_down_are_handled_when_it_star
     provider.expect("work_accepted").await;
     assert_eq!(stack.count("SELECT count(*) FROM work_sessions").await, 1);
 }
+
+#[tokio::test]
+async fn the_first_call_creates_the_user_so_their_profile_reads_empty_not_404() {
+    let stack = lifecycle_stack().await;
+    let named = stack.token_named("fresh1", Role::Seeker, "Token Name");
+    let profile = stack
+        .http()
+        .get("/api/me/profile", &named)
+        .await
+        .expect_status(200);
+    assert_eq!(profile.body["name"], "Token Name");
+    assert!(profile.body["mobile"].is_null());
+    assert!(profile.body["profile_pic"].is_null());
+    let unnamed = stack.token("fresh2", Role::Provider);
+    let profile = stack
+        .http()
+        .get("/api/me/profile", &unnamed)
+        .await
+        .expect_status(200);
+    assert!(profile.body["name"].is_null());
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM users WHERE user_id IN ('fresh1', 'fresh2')")
+            .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn two_providers_accepting_two_orders_of_one_seeker_at_once_put_the_seeker_in_one_session() {
+    let mut stack = lifecycle_stack().await;
+    // Two instances: the two accepts may be applied in two transactions at the same moment.
+    stack.start_worker("lifecycle");
+    for round in 0..6 {
+        let seeker = format!("seek{round}");
+        let (first, second) = (format!("provA{round}"), format!("provB{round}"));
+        provider_ready(&stack, &first).await;
+        provider_ready(&stack, &second).await;
+        let mut first_socket = stack.connect(&first, Role::Provider).await;
+        let mut second_socket = stack.connect(&second, Role::Provider).await;
+        let first_order = order(&stack, &seeker, &first).await;
+        let second_order = order(&stack, &seeker, &second).await;
+        first_socket.expect("work_assigned").await;
+        second_socket.expect("work_assigned").await;
+        tokio::join!(
+            first_socket
+                .send(json!({"type": "work_response", "work_id": first_order, "accepted": true})),
+            second_socket
+                .send(json!({"type": "work_response", "work_id": second_order, "accepted": true}))
+        );
+        let first_refused = first_socket
+            .find("error", Duration::from_millis(1500))
+            .await;
+        let second_refused = second_socket
+            .find("error", Duration::from_millis(500))
+            .await;
+        assert!(
+            first_refused.is_some() != second_refused.is_some(),
+            "round {round}: exactly one accept is refused: {first_refused:?} {second_refused:?}"
+        );
+        let refused = first_refused.or(second_refused).expect("one refusal");
+        assert_eq!(refused["error"], "the seeker is already in another session");
+    }
+    assert_eq!(
+        stack
+            .count(
+                "SELECT count(*) FROM (SELECT seeker_id FROM work_sessions
+                 WHERE connection_state IN ('waiting', 'active')
+                 GROUP BY seeker_id HAVING count(*) > 1) doubled"
+            )
+            .await,
+        0
+    );
+    assert_eq!(stack.count("SELECT count(*) FROM work_sessions").await, 6);
+}

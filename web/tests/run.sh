@@ -93,7 +93,7 @@ wait_for_port 127.0.0.1 "$NATS_PORT" 10 || die "nats-server did not start (see $
 DATABASE_NAME="marketplace_e2e_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 export NATS_URL="nats://127.0.0.1:$NATS_PORT"
 export DATABASE_URL="$(database_url_for "$DATABASE_NAME")"
-export JWT_SECRET="web-e2e-secret-$RANDOM$RANDOM"
+export JWT_SECRET="web-e2e-secret-$RANDOM$RANDOM-$RANDOM$RANDOM-$RANDOM$RANDOM"
 export DISTANCE_TICK_SECS=2 TYPING_TTL_SECS=2 DATABASE_POOL_SIZE=4 RUST_LOG="${RUST_LOG:-info}"
 unset GATEWAY_DEV_MODE
 

@@ -1,4 +1,5 @@
-//! `GET/PUT /api/me/profile`: `{name, mobile, profile_pic?}`; mobile is exactly 10 digits.
+//! `GET/PUT /api/me/profile`: `{name, mobile, profile_pic?}`; mobile is exactly 10 digits. A user
+//! who never stored one reads `{name: <the token's name or null>, mobile: null, profile_pic: null}`.
 
 use crate::api_server::Caller;
 use serde::{Deserialize, Serialize};
@@ -15,8 +16,8 @@ struct ProfileBody {
 
 #[derive(Serialize, FromRow)]
 struct Profile {
-    name: String,
-    mobile: String,
+    name: Option<String>,
+    mobile: Option<String>,
     profile_pic: Option<String>,
 }
 
@@ -32,10 +33,14 @@ pub async fn get(pool: &PgPool, caller: &Caller) -> anyhow::Result<ApiResponse> 
     .bind(&caller.user_id)
     .fetch_optional(pool)
     .await?;
-    Ok(match profile {
-        Some(profile) => ApiResponse::ok(profile),
-        None => ApiResponse::not_found("profile"),
-    })
+    // The first authenticated call creates the user (contract section 2): a user who never set a
+    // profile has one, empty but for the token's name, rather than a 404 for their own data.
+    let profile = profile.unwrap_or_else(|| Profile {
+        name: caller.name.clone(),
+        mobile: None,
+        profile_pic: None,
+    });
+    Ok(ApiResponse::ok(profile))
 }
 
 pub async fn put(

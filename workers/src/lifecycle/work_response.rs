@@ -1,7 +1,8 @@
 //! `work_response` from the addressed provider. Accepting creates the session (`waiting`), turns
 //! the provider inactive and the seeker not searching, and sends `work_accepted` to both;
 //! rejecting sends the seeker the seed's `work_response`. Only a pending order can be answered, so
-//! two racing accepts (two sockets of the provider) create exactly one session.
+//! two racing accepts (two sockets of the provider) create exactly one session; a seeker is in at
+//! most one live session, which a unique index holds even when two providers accept at once.
 
 use super::search_status::{set_provider_active, set_seeker_searching};
 use crate::outbox::Outbox;
@@ -10,6 +11,8 @@ use serde_json::Value;
 use shared::frames::{Event, errors};
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
+
+const SEEKER_BUSY: &str = "the seeker is already in another session";
 
 #[derive(FromRow)]
 struct Order {
@@ -65,19 +68,26 @@ async fn accept(
     .fetch_one(&mut *tx)
     .await?;
     if seeker_busy {
-        return Err(FrameError::refused(
-            "the seeker is already in another session",
-            None,
-        ));
+        return Err(FrameError::refused(SEEKER_BUSY, None));
     }
     let session_id = Uuid::new_v4();
-    sqlx::query("INSERT INTO work_sessions (session_id, work_id, seeker_id, provider_id) VALUES ($1, $2, $3, $4)")
+    let inserted = sqlx::query("INSERT INTO work_sessions (session_id, work_id, seeker_id, provider_id) VALUES ($1, $2, $3, $4)")
         .bind(session_id)
         .bind(work_id)
         .bind(&order.seeker_id)
         .bind(&order.provider_id)
         .execute(&mut *tx)
-        .await?;
+        .await;
+    match inserted {
+        Ok(_) => {}
+        // Another provider's accept of this seeker committed after the check above.
+        Err(sqlx::Error::Database(error))
+            if error.constraint() == Some("work_sessions_one_live_per_seeker") =>
+        {
+            return Err(FrameError::refused(SEEKER_BUSY, None));
+        }
+        Err(error) => return Err(error.into()),
+    }
     sqlx::query(
         "UPDATE work_orders SET status = 'accepted', responded_at = now() WHERE work_id = $1",
     )

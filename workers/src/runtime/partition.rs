@@ -328,12 +328,14 @@ fn parse(message: &jetstream::Message, partition: u32) -> Parsed {
         partition: 0,
     };
     inbound.partition = partition;
+    // Only an object is a frame: serde would read a JSON array into one field by field.
+    let is_object = message.payload.trim_ascii_start().starts_with(b"{");
     match serde_json::from_slice::<ClientFrame>(&message.payload) {
-        Ok(frame) => {
+        Ok(frame) if is_object => {
             inbound.request_type = Some(frame.kind().name().to_owned());
             Parsed::Frame(Frame { inbound, frame })
         }
-        Err(_) => {
+        Ok(_) | Err(_) => {
             inbound.request_type = type_of(&message.payload);
             Parsed::Refused(inbound)
         }
