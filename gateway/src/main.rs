@@ -5,6 +5,7 @@
 mod auth;
 mod dev;
 mod inbound;
+mod limits;
 mod registry;
 mod rest;
 mod socket;
@@ -43,6 +44,24 @@ pub struct Config {
     /// A socket whose writes stall this long (the client stopped reading) is dropped.
     #[arg(long, env = "WS_SEND_TIMEOUT_SECS", default_value_t = 10)]
     pub ws_send_timeout_secs: u64,
+    /// Frames a socket may send per second, sustained (`ping` never counts; contract section 7).
+    #[arg(long, env = "WS_RATE_PER_SEC", default_value_t = 20.0)]
+    pub ws_rate_per_sec: f64,
+    /// Frames a socket may send in a burst.
+    #[arg(long, env = "WS_RATE_BURST", default_value_t = 40.0)]
+    pub ws_rate_burst: f64,
+    /// `typing_indicator` frames forwarded per second and socket; the ones between are coalesced.
+    #[arg(long, env = "WS_RATE_TYPING_PER_SEC", default_value_t = 2.0)]
+    pub ws_rate_typing_per_sec: f64,
+    /// `location_update` frames forwarded per second and socket; the ones between are coalesced.
+    #[arg(long, env = "WS_RATE_LOCATION_PER_SEC", default_value_t = 1.0)]
+    pub ws_rate_location_per_sec: f64,
+    /// A socket whose frames stay over the limit this long is closed with 1008.
+    #[arg(long, env = "WS_RATE_CLOSE_SECS", default_value_t = 10)]
+    pub ws_rate_close_secs: u64,
+    /// Sockets one user may hold on this gateway; one more upgrade is answered 429.
+    #[arg(long, env = "WS_MAX_SOCKETS_PER_USER", default_value_t = 10)]
+    pub ws_max_sockets_per_user: usize,
     /// Folder of the web client served at `/`.
     #[arg(long, env = "WEB_ROOT", default_value = "web")]
     pub web_root: String,
@@ -59,6 +78,8 @@ pub struct AppState {
     pub verifier: shared::auth::TokenVerifier,
     pub registry: registry::Registry,
     pub stats: stats::Stats,
+    /// Turns true on SIGTERM / Ctrl-C: every socket publishes what it read, closes with 1012.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -84,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
         verifier: shared::auth::TokenVerifier::new(&config.jwt.jwt_secret),
         registry: registry::Registry::new(nats.clone()),
         stats: stats::Stats::new(metrics),
+        shutdown: tokio::sync::watch::Sender::new(false),
         nats,
         config: config.clone(),
     });
@@ -97,13 +119,35 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.gateway_addr))?;
     tracing::info!(addr = %config.gateway_addr, "gateway listening");
+    let stopping = state.clone();
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            stopping.shutdown.send_replace(true);
+        })
         .await?;
-    // Give sockets a moment to see their close frames before the process exits.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Upgraded sockets outlive the HTTP server: wait for each to have closed with 1012 (its
+    // in-flight frames published first), so a deploy drops nobody without a close frame.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while state.stats.connections() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = state.stats.connections();
+    if left > 0 {
+        tracing::warn!(
+            sockets = left,
+            "sockets still open at the end of the shutdown grace"
+        );
+    }
+    if let Err(error) = state.nats.flush().await {
+        tracing::warn!(%error, "cannot flush NATS before exiting");
+    }
+    tracing::info!("stopped");
     Ok(())
 }
+
+/// How long a stopping gateway waits for its sockets to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn router(state: SharedState) -> Router {
     let web = tower_http::services::ServeDir::new(&state.config.web_root);

@@ -103,6 +103,13 @@ impl Registry {
         }
     }
 
+    /// How many sockets the user holds on this gateway.
+    pub fn sockets_of(&self, user_id: &str) -> usize {
+        lock(&self.inner.users)
+            .get(user_id)
+            .map_or(0, |entry| lock(&entry.connections).len())
+    }
+
     pub fn next_conn_id(&self) -> Arc<str> {
         let number = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
         Arc::from(format!("{}-{number}", self.inner.instance))

@@ -7,6 +7,7 @@
 use crate::SharedState;
 use crate::auth::authenticate;
 use crate::inbound::{self, Verdict};
+use crate::limits::{Abuse, Coalescer, Held, TokenBucket};
 use crate::registry::{ConnectionHandle, Outgoing};
 use async_nats::HeaderMap;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use shared::auth::{Identity, Role};
-use shared::frames::{Event, errors};
+use shared::frames::{Event, FrameKind, errors};
 use shared::headers;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +59,10 @@ fn upgrade_for(
         Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
     };
+    if state.registry.sockets_of(&identity.user_id) >= state.config.ws_max_sockets_per_user {
+        let error = serde_json::json!({"error": "too many open sockets for this user"});
+        return (axum::http::StatusCode::TOO_MANY_REQUESTS, axum::Json(error)).into_response();
+    }
     upgrade
         .read_buffer_size(1024)
         .write_buffer_size(0)
@@ -77,6 +82,12 @@ struct Connection {
     frames: u64,
     /// The identity headers of every frame of this socket, built once.
     identity_headers: HeaderMap,
+    /// Frames this socket may still send now (all but ping, typing and location).
+    bucket: TokenBucket,
+    /// Since when this socket's frames have been over the limit.
+    abuse: Abuse,
+    typing: Coalescer,
+    location: Coalescer,
 }
 
 /// One socket: this task reads and publishes; a writer task (`write_loop`) owns the sending half,
@@ -119,9 +130,26 @@ async fn run(state: SharedState, identity: Identity, socket: WebSocket) {
         conn_id,
         outbound,
         frames: 0,
+        bucket: TokenBucket::new(
+            state.config.ws_rate_per_sec,
+            state.config.ws_rate_burst.max(1.0),
+            Instant::now(),
+        ),
+        abuse: Abuse::default(),
+        typing: Coalescer::new(interval_of(state.config.ws_rate_typing_per_sec)),
+        location: Coalescer::new(interval_of(state.config.ws_rate_location_per_sec)),
     };
+    // A socket upgraded while the gateway stops is closed at once.
+    let mut shutdown = state.shutdown.subscribe();
+    let mut restarting = *shutdown.borrow_and_update();
+    if restarting {
+        connection
+            .close(close_code::RESTART, "service restart")
+            .await;
+    }
 
     loop {
+        let held_due = connection.held_due();
         tokio::select! {
             incoming = stream.next() => {
                 let message = match incoming {
@@ -160,6 +188,14 @@ async fn run(state: SharedState, identity: Identity, socket: WebSocket) {
                 .await;
                 break;
             }
+            // The gateway is stopping: a frame being handled was published before this branch
+            // could run (handling is awaited inside the read branch), so close now.
+            _ = shutdown.changed(), if !restarting => {
+                restarting = true;
+                connection.close(close_code::RESTART, "service restart").await;
+            }
+            // A coalesced typing or location frame whose interval has passed.
+            _ = sleep_until(held_due), if held_due.is_some() => connection.publish_held().await,
             _ = ticker.tick() => {
                 let silent = last_heard.elapsed();
                 if silent >= idle_limit {
@@ -225,6 +261,18 @@ async fn write_loop(
     }
 }
 
+/// The interval between two forwarded frames at `per_second`.
+fn interval_of(per_second: f64) -> Duration {
+    Duration::from_secs_f64(1.0 / per_second.max(0.001))
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn close_frame(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
         code,
@@ -284,7 +332,42 @@ impl Connection {
             self.close(close_code::SIZE, "frame too large").await;
             return;
         }
-        match inbound::judge(text.as_str(), self.identity.role) {
+        let verdict = inbound::judge(text.as_str(), self.identity.role);
+        let now = Instant::now();
+        match &verdict {
+            Verdict::Ping => {}
+            // Streams of typing and location frames are thinned out, not refused.
+            Verdict::Publish {
+                kind: kind @ (FrameKind::TypingIndicator | FrameKind::LocationUpdate),
+                subject,
+                ..
+            } => {
+                let coalescer = if *kind == FrameKind::TypingIndicator {
+                    &mut self.typing
+                } else {
+                    &mut self.location
+                };
+                let held = Held {
+                    subject: subject.clone(),
+                    text,
+                };
+                if let Some(now_due) = coalescer.offer(now, held) {
+                    self.publish_or_refuse(*kind, now_due.subject, false, now_due.text)
+                        .await;
+                }
+                return;
+            }
+            Verdict::Publish { kind, .. } if !self.bucket.take(now) => {
+                let kind = *kind;
+                return self.rate_limited(Some(kind.name().to_owned()), now).await;
+            }
+            Verdict::Refuse { request_type, .. } if !self.bucket.take(now) => {
+                let request_type = request_type.clone();
+                return self.rate_limited(request_type, now).await;
+            }
+            _ => {}
+        }
+        match verdict {
             Verdict::Ping => {
                 let pong = Event::Pong {
                     timestamp: shared::time::now(),
@@ -308,16 +391,65 @@ impl Connection {
                 kind,
                 subject,
                 durable,
-            } => {
-                if let Err(error) = self.publish(subject, durable, text).await {
-                    let reason = match error {
-                        PublishFailure::StreamFull => errors::SERVER_BUSY,
-                        PublishFailure::Unavailable => errors::UNAVAILABLE,
-                    };
-                    self.reply(&Event::error(reason, Some(kind.name()), None))
-                        .await;
-                }
-            }
+            } => self.publish_or_refuse(kind, subject, durable, text).await,
+        }
+    }
+
+    /// Publishes, or tells the client why it could not.
+    async fn publish_or_refuse(
+        &mut self,
+        kind: FrameKind,
+        subject: String,
+        durable: bool,
+        text: Utf8Bytes,
+    ) {
+        if let Err(error) = self.publish(subject, durable, text).await {
+            let reason = match error {
+                PublishFailure::StreamFull => errors::SERVER_BUSY,
+                PublishFailure::Unavailable => errors::UNAVAILABLE,
+            };
+            self.reply(&Event::error(reason, Some(kind.name()), None))
+                .await;
+        }
+    }
+
+    /// A frame over the socket's limit: answered, not published; a socket that keeps it up for
+    /// `WS_RATE_CLOSE_SECS` is closed with 1008.
+    async fn rate_limited(&mut self, request_type: Option<String>, now: Instant) {
+        metrics::counter!("gateway_rate_limited_total").increment(1);
+        let patience = Duration::from_secs(self.state.config.ws_rate_close_secs.max(1));
+        if self.abuse.refused(now, patience) {
+            tracing::info!(conn_id = %self.conn_id, "closing a socket that stays over its rate limit");
+            self.close(close_code::POLICY, "rate limit exceeded").await;
+            return;
+        }
+        let event = Event::Error {
+            error: errors::RATE_LIMITED.to_owned(),
+            request_type,
+            session_id: None,
+            client_message_id: None,
+        };
+        self.reply(&event).await;
+    }
+
+    /// When the next held (coalesced) frame is due.
+    fn held_due(&self) -> Option<Instant> {
+        match (self.typing.due(), self.location.due()) {
+            (Some(typing), Some(location)) => Some(typing.min(location)),
+            (typing, location) => typing.or(location),
+        }
+    }
+
+    /// Publishes the held frames that are due.
+    async fn publish_held(&mut self) {
+        let now = Instant::now();
+        if let Some(held) = self.typing.take_due(now) {
+            self.publish_or_refuse(FrameKind::TypingIndicator, held.subject, false, held.text)
+                .await;
+        }
+        if let Some(held) = self.location.take_due(now) {
+            self.publish_or_refuse(FrameKind::LocationUpdate, held.subject, false, held.text)
+                .await;
         }
     }
 

@@ -393,6 +393,7 @@ pub mod errors {
     pub const FRAME_TOO_LARGE: &str = "frame too large (limit 64 KiB)";
     pub const UNAVAILABLE: &str = "service temporarily unavailable, please retry";
     pub const SERVER_BUSY: &str = "server busy, please retry";
+    pub const RATE_LIMITED: &str = "rate limit exceeded";
 
     pub fn not_allowed_for_role(kind: &str, role: &str) -> String {
         format!("{kind} is not allowed for a {role}")

@@ -79,6 +79,8 @@ pub async fn run() -> anyhow::Result<()> {
     let receipt_rates = rates("BENCH_RECEIPT_RATES", "1000,2000,3000,4000,5000");
     let stack = TestStack::with(
         StackOptions::default()
+            // A load generator is not a phone.
+            .without_rate_limits()
             .only(&["lifecycle", "chat"])
             .env("WS_IDLE_TIMEOUT_SECS", "3600")
             .env("RUST_LOG", "warn"),

@@ -47,6 +47,8 @@ pub async fn run() -> anyhow::Result<()> {
 async fn step(sessions: usize, seconds: u64) -> anyhow::Result<()> {
     let stack = TestStack::with(
         StackOptions::default()
+            // A load generator is not a phone.
+            .without_rate_limits()
             .only(&["lifecycle", "distance"])
             .env("DISTANCE_TICK_SECS", "3600"),
     )

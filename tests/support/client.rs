@@ -115,18 +115,20 @@ impl Client {
 
     /// The next frame of `frame_type` within `wait`, if any.
     pub async fn find(&mut self, frame_type: &str, wait: Duration) -> Option<Value> {
-        if let Some(index) = self
-            .pending
-            .iter()
-            .position(|frame| frame["type"] == frame_type)
-        {
+        self.find_any(&[frame_type], wait).await
+    }
+
+    /// The next frame of any of `frame_types` within `wait`, if any.
+    pub async fn find_any(&mut self, frame_types: &[&str], wait: Duration) -> Option<Value> {
+        let wanted = |frame: &Value| frame_types.iter().any(|kind| frame["type"] == *kind);
+        if let Some(index) = self.pending.iter().position(wanted) {
             return self.pending.remove(index);
         }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let frame = self.next_frame(remaining).await?;
-            if frame["type"] == frame_type {
+            if wanted(&frame) {
                 return Some(frame);
             }
             self.pending.push_back(frame);

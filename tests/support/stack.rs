@@ -40,6 +40,15 @@ impl StackOptions {
     }
 
     /// Workers reach Postgres through a proxy the test can cut.
+    /// Lifts the gateway's per-socket limits (contract section 7), for tests and benchmarks that
+    /// send faster than a phone would to test something else (order, load, ticks).
+    pub fn without_rate_limits(self) -> Self {
+        self.env("WS_RATE_PER_SEC", "1000000")
+            .env("WS_RATE_BURST", "1000000")
+            .env("WS_RATE_TYPING_PER_SEC", "1000000")
+            .env("WS_RATE_LOCATION_PER_SEC", "1000000")
+    }
+
     pub fn through_database_proxy(mut self) -> Self {
         self.database_proxy = true;
         self
@@ -286,6 +295,27 @@ impl TestStack {
             .expect("gateway port");
         self.gateway_process = Some(self.spawn("gateway", 0));
         wait_for_port(port).await;
+    }
+
+    /// Sends the gateway SIGTERM (as a deploy does) and waits for it to exit; true when it exited
+    /// within `wait`.
+    pub async fn terminate_gateway(&mut self, wait: Duration) -> bool {
+        let Some(mut gateway) = self.gateway_process.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &gateway.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = gateway.try_wait() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = gateway.kill();
+        let _ = gateway.wait();
+        false
     }
 
     /// Waits until the started workers answer on NATS (their consumers and queue groups exist).

@@ -10,6 +10,9 @@ async fn stack() -> TestStack {
     TestStack::with(
         StackOptions::default()
             .only(&["lifecycle", "chat"])
+            // These tests send faster than a phone (fifty messages at once); limits are tested
+            // in limits.rs.
+            .without_rate_limits()
             .env("TYPING_TTL_SECS", "1"),
     )
     .await

@@ -13,6 +13,8 @@ async fn stack(tick_secs: &str) -> TestStack {
     TestStack::with(
         StackOptions::default()
             .only(&["lifecycle", "mediums", "distance"])
+            // Positions here follow each other faster than a phone sends them.
+            .without_rate_limits()
             .env("DISTANCE_TICK_SECS", tick_secs),
     )
     .await

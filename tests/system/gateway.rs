@@ -515,3 +515,54 @@ async fn outside_development_mode_the_gateway_refuses_the_default_or_a_short_sec
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn a_gateway_stopped_with_sigterm_closes_every_socket_with_1012_after_publishing_what_it_read()
+ {
+    let mut stack = TestStack::with(StackOptions::default().only(&["lifecycle", "chat"])).await;
+    let (mut seeker, mut provider, session_id, _) = stack.session("s1", "p1").await;
+    // Many idle sockets, as a deploy finds them.
+    let mut idle = Vec::new();
+    for index in 0..1000 {
+        let role = if index % 2 == 0 {
+            Role::Seeker
+        } else {
+            Role::Provider
+        };
+        idle.push(stack.connect(&format!("idle{index}"), role).await);
+    }
+    // A frame read just before the signal is published, not dropped.
+    seeker
+        .send(json!({"type": "chat_message", "session_id": session_id, "message": "last words", "client_message_id": "c-last"}))
+        .await;
+    assert!(
+        stack.terminate_gateway(Duration::from_secs(15)).await,
+        "the gateway exited"
+    );
+    assert_eq!(seeker.expect_closed().await, 1012);
+    assert_eq!(provider.expect_closed().await, 1012);
+    let mut codes = std::collections::BTreeMap::new();
+    for mut socket in idle {
+        let code = if socket.disconnected_within(Duration::from_secs(5)).await {
+            socket.closed_with.unwrap_or(1006)
+        } else {
+            0
+        };
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    assert_eq!(codes, std::collections::BTreeMap::from([(1012, 1000)]));
+    let mut stored = 0;
+    for _ in 0..100 {
+        stored = stack
+            .count("SELECT count(*) FROM chat_messages WHERE client_message_id = 'c-last'")
+            .await;
+        if stored > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        stored, 1,
+        "the frame read before the signal was published and applied"
+    );
+}

@@ -4,5 +4,6 @@ mod chat;
 mod distance;
 mod gateway;
 mod lifecycle;
+mod limits;
 mod mediums;
 mod runtime;
