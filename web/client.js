@@ -491,7 +491,14 @@ export class PartyClient extends Emitter {
     const clientId = frame.client_message_id;
     this.inFlight = this.inFlight.filter((id) => id !== clientId);
     const entry = clientId ? this.outbox.get(clientId) : null;
-    if (!entry) return; // a second answer to a re-sent message: already confirmed
+    if (!entry) {
+      // Not from this device's outbox: a second answer to a re-sent message (already shown), or
+      // our own message sent from another device (phone and browser), shown like any message.
+      if (typeof frame.message === 'string' && !session.messages.has(frame.message_id)) {
+        this.onChatMessage({ ...frame, type: 'chat_message', sender_type: frame.sender_type ?? this.role, delivery_status: 'sent' });
+      }
+      return;
+    }
     this.outbox.delete(clientId);
     const alreadyShown = session.messages.has(frame.message_id);
     if (!alreadyShown) {

@@ -317,6 +317,12 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         client_message_id: Option<String>,
         timestamp: String,
+        /// Additive (contract section 7): `message_sent` reaches every socket of the sender, and
+        /// their other devices need the text and the sender's role to show the message.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sender_type: Option<Role>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
     },
     MessageStatusUpdate {
         message_id: Uuid,

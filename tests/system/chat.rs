@@ -627,3 +627,29 @@ async fn resume_names_only_the_resuming_partys_own_client_message_ids() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_users_second_device_sees_their_own_message_with_its_text() {
+    let stack = stack().await;
+    let (mut phone, mut provider, session_id, _) = stack.session("seek1", "prov1").await;
+    let mut browser = stack.connect("seek1", Role::Seeker).await;
+    phone
+        .send(json!({"type": "chat_message", "session_id": session_id, "message": "from my phone", "client_message_id": "p-1"}))
+        .await;
+    let on_phone = phone.expect("message_sent").await;
+    assert_eq!(on_phone["client_message_id"], "p-1");
+    let on_browser = browser.expect("message_sent").await;
+    assert_eq!(on_browser["message_id"], on_phone["message_id"]);
+    assert_eq!(on_browser["seq"], on_phone["seq"]);
+    assert_eq!(on_browser["message"], "from my phone");
+    assert_eq!(on_browser["sender_type"], "seeker");
+    let received = provider.expect("chat_message").await;
+    assert_eq!(received["message_id"], on_phone["message_id"]);
+    // Each socket gets it once.
+    phone
+        .expect_no("message_sent", Duration::from_millis(300))
+        .await;
+    browser
+        .expect_no("message_sent", Duration::from_millis(100))
+        .await;
+}

@@ -179,3 +179,14 @@ test('a simulated network drop stays offline for the given time, then reconnects
   assert.ok(of('state').some((s) => s.state === 'open' && s.reconnected));
   client.disconnect();
 });
+
+test('an own message sent from another device is shown once, as mine', () => {
+  const { client, of } = connected(SeekerClient, 'seeker');
+  const socket = FakeSocket.last;
+  const fromPhone = { type: 'message_sent', session_id: SESSION, message_id: 'm9', seq: 4, client_message_id: 'phone-1', timestamp: '2026-12-02T10:00:00Z', sender_type: 'seeker', message: 'sent from my phone' };
+  socket.receive(fromPhone);
+  socket.receive(fromPhone); // a repeat (resume overlap) is not shown twice
+  assert.deepEqual(of('chat_message').map((m) => [m.message, m.mine, m.seq]), [['sent from my phone', true, 4]]);
+  assert.equal(of('chat_confirmed').length, 0, 'nothing of this device was waiting for it');
+  client.disconnect();
+});

@@ -1,5 +1,6 @@
 //! `chat_message`: stores the message with the session's next `seq`, then (after commit)
-//! `message_sent` to the sending socket and `chat_message` to the other party. A message before
+//! `message_sent` to every socket of the sender (with the text, for their other devices) and
+//! `chat_message` to the other party. A message before
 //! `start_chat` starts the chat first. A resend with the same `client_message_id` stores nothing
 //! new and answers the same `message_sent`. Sending clears the sender's typing indicator.
 //! Anonymity: the events carry `sender_type` only.
@@ -66,6 +67,8 @@ pub async fn handle(
                 seq: existing.seq,
                 client_message_id: Some(client_id.clone()),
                 timestamp: shared::time::rfc3339(existing.created_at),
+                sender_type: None,
+                message: None,
             },
         );
         return Ok(());
@@ -83,15 +86,17 @@ pub async fn handle(
     let other = row.user_of(role.other()).to_owned();
     batch.typing_clears.push((session_id, role, other.clone()));
     let timestamp = shared::time::rfc3339(stored.created_at);
-    outbox.to_socket(
+    // Every socket of the sender: their other devices show the message too.
+    outbox.to_user(
         &sender.user_id,
-        &sender.conn_id,
         &Event::MessageSent {
             message_id: stored.message_id,
             session_id,
             seq: stored.seq,
             client_message_id,
             timestamp: timestamp.clone(),
+            sender_type: Some(role),
+            message: Some(text.clone()),
         },
     );
     outbox.to_user(
