@@ -28,6 +28,8 @@ export const HEARTBEAT = { everyMs: 20000, timeoutMs: 10000 };
 /** Limits the server enforces; checking them here gives the user a quicker answer. */
 export const LIMITS = { messageChars: 4000 };
 
+/** Messages one `resume` answers with at most; `has_more` says another page follows. */
+const RESUME_PAGE = 200;
 const STATUS_RANK = { pending: 0, sent: 1, delivered: 2, read: 3 };
 
 /** A client-side id for a chat message, so a re-send is recognised by the server. */
@@ -446,6 +448,8 @@ export class PartyClient extends Emitter {
 
   onSessionState(frame) {
     if (frame.session_id !== this.session.id) this.startSession(frame.session_id);
+    // A long absence comes in pages: after this page's messages, ask for the next one.
+    this.resumePageLeft = frame.has_more ? RESUME_PAGE : 0;
     this.emit('session_state', frame);
     if (frame.connection_state === 'cancelled' || frame.connection_state === 'completed') {
       this.endSession(frame.session_id, frame.connection_state);
@@ -456,6 +460,10 @@ export class PartyClient extends Emitter {
     const session = this.session;
     if (frame.session_id !== session.id) return;
     this.noteSeq(frame.seq);
+    if (this.resumePageLeft > 0 && frame.type === 'chat_message') {
+      this.resumePageLeft -= 1;
+      if (this.resumePageLeft === 0) this.sendFrame({ type: 'resume', session_id: session.id, last_seq: this.resumeFrom() });
+    }
     const mine = frame.sender_type === this.role;
     const known = session.messages.get(frame.message_id);
     if (known) {

@@ -348,7 +348,13 @@ pub enum Event {
         message: String,
         timestamp: String,
     },
-    SessionState(SessionSnapshot),
+    /// The answer to `resume`: the snapshot, and whether more missed messages follow a `resume`
+    /// from the last `seq` of this answer (at most `RESUME_PAGE` come at once).
+    SessionState {
+        #[serde(flatten)]
+        snapshot: SessionSnapshot,
+        has_more: bool,
+    },
     Error {
         error: String,
         request_type: Option<String>,

@@ -653,3 +653,39 @@ async fn a_users_second_device_sees_their_own_message_with_its_text() {
         .expect_no("message_sent", Duration::from_millis(100))
         .await;
 }
+
+#[tokio::test]
+async fn resume_after_a_long_absence_comes_in_pages_of_200_with_has_more() {
+    let stack = stack().await;
+    let (mut seeker, provider, session_id, _) = stack.session("seek1", "prov1").await;
+    provider.close().await;
+    for index in 1..=450 {
+        seeker
+            .send(json!({"type": "chat_message", "session_id": session_id, "message": format!("n{index}")}))
+            .await;
+    }
+    for _ in 1..=450 {
+        seeker.expect("message_sent").await;
+    }
+    let mut provider = stack.connect("prov1", Role::Provider).await;
+    let mut last_seq = 0;
+    for (page, (expected, more)) in [(200, true), (200, true), (50, false)]
+        .into_iter()
+        .enumerate()
+    {
+        provider
+            .send(json!({"type": "resume", "session_id": session_id, "last_seq": last_seq}))
+            .await;
+        let state = provider.expect("session_state").await;
+        assert_eq!(state["has_more"], more, "page {page}");
+        for _ in 0..expected {
+            let message = provider.expect("chat_message").await;
+            assert_eq!(message["seq"], last_seq + 1, "page {page} is in order");
+            last_seq += 1;
+        }
+        provider
+            .expect_no("chat_message", Duration::from_millis(200))
+            .await;
+    }
+    assert_eq!(last_seq, 450);
+}

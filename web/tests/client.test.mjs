@@ -190,3 +190,18 @@ test('an own message sent from another device is shown once, as mine', () => {
   assert.equal(of('chat_confirmed').length, 0, 'nothing of this device was waiting for it');
   client.disconnect();
 });
+
+test('a resume answered with has_more asks for the next page after the last message of this one', () => {
+  const { client, of } = connected(ProviderClient, 'provider');
+  const socket = FakeSocket.last;
+  socket.receive({ type: 'session_state', session_id: SESSION, connection_state: 'active', has_more: true });
+  for (let seq = 1; seq <= 200; seq += 1) {
+    socket.receive({ type: 'chat_message', session_id: SESSION, message_id: `m${seq}`, seq, sender_type: 'seeker', message: `n${seq}`, delivery_status: 'sent', timestamp: '2026-12-02T10:00:00Z' });
+  }
+  assert.deepEqual(socket.frames('resume').map((f) => f.last_seq), [200]);
+  socket.receive({ type: 'session_state', session_id: SESSION, connection_state: 'active', has_more: false });
+  socket.receive({ type: 'chat_message', session_id: SESSION, message_id: 'm201', seq: 201, sender_type: 'seeker', message: 'last', delivery_status: 'sent', timestamp: '2026-12-02T10:00:00Z' });
+  assert.equal(socket.frames('resume').length, 1, 'no page after the last');
+  assert.equal(of('chat_message').length, 201);
+  client.disconnect();
+});

@@ -1,5 +1,7 @@
-//! `resume` after a reconnect: `session_state` (the snapshot as REST shows it), then every stored
-//! message with `seq > last_seq`, in order, as `chat_message` frames, to the resuming socket only.
+//! `resume` after a reconnect: `session_state` (the snapshot as REST shows it, and `has_more`),
+//! then the stored messages with `seq > last_seq`, in order, at most `RESUME_PAGE` of them, as
+//! `chat_message` frames, to the resuming socket only. A phone back from a long absence pages
+//! through with further `resume`s instead of getting a burst its socket queue cannot hold.
 //! Read-only.
 
 use super::batch::ChatBatch;
@@ -10,6 +12,9 @@ use shared::auth::Role;
 use shared::frames::Event;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
+
+/// Messages one `resume` answers with at most (contract section 4).
+pub const RESUME_PAGE: i64 = 200;
 
 #[derive(FromRow)]
 struct Missed {
@@ -45,21 +50,27 @@ pub async fn handle(
     };
     // Messages earlier in this batch are part of what the client missed.
     batch.flush(tx).await?;
-    outbox.to_socket(
-        &sender.user_id,
-        &sender.conn_id,
-        &Event::SessionState(row.snapshot(role)),
-    );
-    let missed = sqlx::query_as::<_, Missed>(
+    let mut missed = sqlx::query_as::<_, Missed>(
         "SELECT message_id, seq, sender_type, message_text, delivery_status, client_message_id, created_at
          FROM chat_messages
          WHERE session_id = $1 AND seq > $2 AND (expires_at IS NULL OR expires_at > now())
-         ORDER BY seq",
+         ORDER BY seq LIMIT $3",
     )
     .bind(session_id)
     .bind(last_seq)
+    .bind(RESUME_PAGE + 1)
     .fetch_all(&mut *tx)
     .await?;
+    let has_more = missed.len() as i64 > RESUME_PAGE;
+    missed.truncate(RESUME_PAGE as usize);
+    outbox.to_socket(
+        &sender.user_id,
+        &sender.conn_id,
+        &Event::SessionState {
+            snapshot: row.snapshot(role),
+            has_more,
+        },
+    );
     for message in missed {
         let sender_type = if message.sender_type == "seeker" {
             Role::Seeker
