@@ -297,6 +297,10 @@ async fn resume_delivers_exactly_the_missed_messages_in_order() {
         say(&mut seeker, &session_id, text).await;
     }
     let mut provider = stack.connect("prov1", Role::Provider).await;
+    // Connecting alone re-sends what was never marked delivered (contract section 7).
+    for seq in 1..=4 {
+        assert_eq!(provider.expect("chat_message").await["seq"], seq);
+    }
     provider
         .send(json!({"type": "resume", "session_id": session_id, "last_seq": 1}))
         .await;
@@ -668,6 +672,10 @@ async fn resume_after_a_long_absence_comes_in_pages_of_200_with_has_more() {
         seeker.expect("message_sent").await;
     }
     let mut provider = stack.connect("prov1", Role::Provider).await;
+    // Connecting alone re-sends the oldest 200 undelivered (contract section 7).
+    for seq in 1..=200 {
+        assert_eq!(provider.expect("chat_message").await["seq"], seq);
+    }
     let mut last_seq = 0;
     for (page, (expected, more)) in [(200, true), (200, true), (50, false)]
         .into_iter()
@@ -688,4 +696,40 @@ async fn resume_after_a_long_absence_comes_in_pages_of_200_with_has_more() {
             .await;
     }
     assert_eq!(last_seq, 450);
+}
+
+#[tokio::test]
+async fn a_message_the_recipient_never_got_is_sent_again_when_they_connect() {
+    let stack = stack().await;
+    let (mut seeker, provider, session_id, _) = stack.session("seek1", "prov1").await;
+    provider.close().await;
+    let mut ids = Vec::new();
+    for text in ["one", "two", "three"] {
+        ids.push(say(&mut seeker, &session_id, text).await["message_id"].clone());
+    }
+    // A plain connect, no resume: the undelivered messages come by themselves, oldest first.
+    let mut provider = stack.connect("prov1", Role::Provider).await;
+    for (id, text) in ids.iter().zip(["one", "two", "three"]) {
+        let message = provider.expect("chat_message").await;
+        assert_eq!(&message["message_id"], id);
+        assert_eq!(message["message"], text);
+        assert_eq!(message["sender_type"], "seeker");
+    }
+    provider
+        .send(json!({"type": "message_delivered", "message_id": ids[0], "session_id": session_id}))
+        .await;
+    seeker.expect("message_status_update").await;
+    provider.close().await;
+    // What was marked delivered is not sent again; the rest is.
+    let mut provider = stack.connect("prov1", Role::Provider).await;
+    assert_eq!(provider.expect("chat_message").await["message_id"], ids[1]);
+    assert_eq!(provider.expect("chat_message").await["message_id"], ids[2]);
+    provider
+        .expect_no("chat_message", Duration::from_millis(300))
+        .await;
+    // The sender's own messages are never re-sent to the sender.
+    let mut seeker_again = stack.connect("seek1", Role::Seeker).await;
+    seeker_again
+        .expect_no("chat_message", Duration::from_millis(300))
+        .await;
 }

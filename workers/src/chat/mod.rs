@@ -1,9 +1,10 @@
 //! The chat worker: `start_chat`, `chat_message`, receipts, `resume` (JetStream, through the
-//! shared runtime), `typing_indicator` (core NATS, state in the `typing` KV bucket) and the history
-//! REST route. This file wires subjects and frame types to their modules.
+//! shared runtime), `typing_indicator` (core NATS, state in the `typing` KV bucket), the re-sending
+//! of undelivered messages to a socket that connects (`connected`) and the history REST route. This file wires subjects and frame types to their modules.
 
 mod batch;
 mod chat_message;
+mod connected;
 mod history;
 mod receipts;
 mod resume;
@@ -142,6 +143,7 @@ pub async fn run(
     tokio::select! {
         result = runtime::run(nats.clone(), pool, "chat", config, chat.clone(), stopping) => result,
         result = api_server::serve(nats.clone(), &[api::MESSAGES_LIST], queue::CHAT, chat.clone()) => result,
+        result = connected::serve(nats.clone(), chat.pool.clone()) => result,
         result = typing::serve(nats, chat.clone()) => result,
     }
 }

@@ -1,0 +1,112 @@
+//! `user.<id>.connected`: a socket opened (or a gateway's NATS connection came back and it
+//! announced its sockets again). Events travel over core NATS and can be lost in a blip, so the
+//! new socket gets again every `chat_message` addressed to the user in a live session that is not
+//! yet marked delivered: oldest first, at most `REPLAY_PER_SESSION` per session, same `message_id`
+//! (clients drop what they already have). Core NATS in the chat queue group; read-only.
+
+use crate::outbox::{Delivery, publish};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use shared::auth::Role;
+use shared::frames::Event;
+use shared::headers;
+use shared::subjects::{USERS_CONNECTED, queue};
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+/// Messages re-sent per session at most (contract section 7); `resume` pages through the rest.
+const REPLAY_PER_SESSION: i64 = 200;
+
+#[derive(FromRow)]
+struct Undelivered {
+    message_id: Uuid,
+    session_id: Uuid,
+    seq: i64,
+    message_text: String,
+    created_at: DateTime<Utc>,
+}
+
+pub async fn serve(nats: async_nats::Client, pool: PgPool) -> anyhow::Result<()> {
+    let mut notices = nats
+        .queue_subscribe(USERS_CONNECTED, queue::CHAT.to_owned())
+        .await?;
+    while let Some(notice) = notices.next().await {
+        let (nats, pool) = (nats.clone(), pool.clone());
+        tokio::spawn(async move {
+            let Some(headers) = notice.headers.as_ref() else {
+                return;
+            };
+            let header = |name: &str| headers.get(name).map(|value| value.as_str().to_owned());
+            let (Some(user_id), Some(role), Some(conn_id)) = (
+                header(headers::USER_ID),
+                header(headers::ROLE).and_then(|role| Role::parse(&role)),
+                header(headers::CONN_ID),
+            ) else {
+                return;
+            };
+            if let Err(error) = replay(&nats, &pool, &user_id, role, &conn_id).await {
+                tracing::warn!(%error, %user_id, "cannot re-send undelivered messages");
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn replay(
+    nats: &async_nats::Client,
+    pool: &PgPool,
+    user_id: &str,
+    role: Role,
+    conn_id: &str,
+) -> Result<(), sqlx::Error> {
+    // The other party wrote them; the live-session indexes find the user's sessions.
+    let query = match role {
+        Role::Seeker => {
+            "SELECT m.message_id, m.session_id, m.seq, m.message_text, m.created_at
+             FROM work_sessions s CROSS JOIN LATERAL (
+                 SELECT message_id, session_id, seq, message_text, created_at FROM chat_messages
+                 WHERE session_id = s.session_id AND sender_type = 'provider' AND delivery_status = 'sent'
+                   AND (expires_at IS NULL OR expires_at > now())
+                 ORDER BY seq LIMIT $2) m
+             WHERE s.seeker_id = $1 AND s.connection_state IN ('waiting', 'active')
+             ORDER BY m.session_id, m.seq"
+        }
+        Role::Provider => {
+            "SELECT m.message_id, m.session_id, m.seq, m.message_text, m.created_at
+             FROM work_sessions s CROSS JOIN LATERAL (
+                 SELECT message_id, session_id, seq, message_text, created_at FROM chat_messages
+                 WHERE session_id = s.session_id AND sender_type = 'seeker' AND delivery_status = 'sent'
+                   AND (expires_at IS NULL OR expires_at > now())
+                 ORDER BY seq LIMIT $2) m
+             WHERE s.provider_id = $1 AND s.connection_state IN ('waiting', 'active')
+             ORDER BY m.session_id, m.seq"
+        }
+    };
+    let undelivered = sqlx::query_as::<_, Undelivered>(query)
+        .bind(user_id)
+        .bind(REPLAY_PER_SESSION)
+        .fetch_all(pool)
+        .await?;
+    if undelivered.is_empty() {
+        return Ok(());
+    }
+    let deliveries: Vec<Delivery> = undelivered
+        .into_iter()
+        .map(|message| {
+            let event = Event::ChatMessage {
+                message_id: message.message_id,
+                session_id: message.session_id,
+                sender_type: role.other(),
+                message: message.message_text,
+                seq: message.seq,
+                delivery_status: String::from("sent"),
+                timestamp: shared::time::rfc3339(message.created_at),
+                client_message_id: None,
+            };
+            Delivery::to_socket(user_id, conn_id, &event)
+        })
+        .collect();
+    tracing::debug!(%user_id, messages = deliveries.len(), "re-sending undelivered messages");
+    publish(nats, &deliveries, conn_id).await;
+    Ok(())
+}
