@@ -98,7 +98,8 @@ async fn main() -> anyhow::Result<()> {
             shared::config::JWT_SECRET_MIN_BYTES
         );
     }
-    let nats = shared::nats::connect_checked(&config.nats.nats_url, "gateway").await?;
+    let (nats, reconnects) =
+        shared::nats::connect_watching_reconnects(&config.nats.nats_url, "gateway").await?;
     let metrics = stats::install_metrics()?;
     let state = Arc::new(AppState {
         jetstream: async_nats::jetstream::new(nats.clone()),
@@ -114,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
             "DEVELOPMENT MODE: anyone can mint tokens at POST /dev/token. Never run this in production."
         );
     }
+    tokio::spawn(announce_after_reconnects(state.clone(), reconnects));
     let app = router(state.clone());
     let listener = tokio::net::TcpListener::bind(&config.gateway_addr)
         .await
@@ -145,6 +147,31 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Events published while this gateway's NATS connection was down are lost (core NATS): when it
+/// comes back, every socket is announced again, and the workers re-send what a socket may have
+/// missed (undelivered chat messages, pending work orders). The pause lets workers that lost the
+/// same server resubscribe first.
+async fn announce_after_reconnects(
+    state: SharedState,
+    mut reconnects: tokio::sync::watch::Receiver<u64>,
+) {
+    reconnects.borrow_and_update();
+    while reconnects.changed().await.is_ok() {
+        tokio::time::sleep(REANNOUNCE_AFTER).await;
+        reconnects.borrow_and_update();
+        let sockets = state.registry.sockets();
+        tracing::info!(
+            sockets = sockets.len(),
+            "NATS is back: announcing every socket again"
+        );
+        for (identity, conn_id) in sockets {
+            socket::announce(&state, &identity, &conn_id).await;
+        }
+    }
+}
+
+const REANNOUNCE_AFTER: Duration = Duration::from_secs(2);
 
 /// How long a stopping gateway waits for its sockets to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -33,6 +33,8 @@ pub enum Outgoing {
 #[derive(Clone)]
 pub struct ConnectionHandle {
     pub conn_id: Arc<str>,
+    /// Who holds the socket (to announce it again after a NATS reconnect).
+    pub identity: Arc<Identity>,
     pub outbound: mpsc::Sender<Outgoing>,
     pub evict: Arc<Notify>,
 }
@@ -101,6 +103,20 @@ impl Registry {
                 next_connection: AtomicU64::new(1),
             }),
         }
+    }
+
+    /// Every socket on this gateway, with who holds it.
+    pub fn sockets(&self) -> Vec<(Arc<Identity>, Arc<str>)> {
+        let users = lock(&self.inner.users);
+        users
+            .values()
+            .flat_map(|entry| {
+                lock(&entry.connections)
+                    .iter()
+                    .map(|handle| (handle.identity.clone(), handle.conn_id.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// How many sockets the user holds on this gateway.

@@ -99,6 +99,7 @@ async fn run(state: SharedState, identity: Identity, socket: WebSocket) {
     let evict = Arc::new(Notify::new());
     let handle = ConnectionHandle {
         conn_id: conn_id.clone(),
+        identity: Arc::new(identity.clone()),
         outbound: outbound.clone(),
         evict: evict.clone(),
     };
@@ -281,8 +282,9 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
 }
 
 /// Tells the workers a socket opened (`user.<id>.connected`): the lifecycle worker records the
-/// user and replays a provider's pending work orders to this socket.
-async fn announce(state: &SharedState, identity: &Identity, conn_id: &str) {
+/// user and replays a provider's pending work orders to this socket; the chat worker re-sends the
+/// messages not yet delivered to the user.
+pub async fn announce(state: &SharedState, identity: &Identity, conn_id: &str) {
     let mut headers = identity_headers(identity, conn_id);
     if let Some(name) = &identity.name {
         headers.insert(headers::USER_NAME, name.as_str());

@@ -113,18 +113,36 @@ pub enum NatsCheckError {
 /// Connects as `name` (shown by `nats server report connections`) and checks the server. After a
 /// successful start the client reconnects forever on its own.
 pub async fn connect_checked(url: &str, name: &str) -> Result<Client, NatsCheckError> {
+    connect_watching_reconnects(url, name)
+        .await
+        .map(|(client, _)| client)
+}
+
+/// As [`connect_checked`], with a counter that moves each time the connection comes back after a
+/// loss: what was published to this client meanwhile is gone (core NATS), and a gateway announces
+/// its sockets again so the workers re-send what they may have missed.
+pub async fn connect_watching_reconnects(
+    url: &str,
+    name: &str,
+) -> Result<(Client, tokio::sync::watch::Receiver<u64>), NatsCheckError> {
+    let (reconnects, watching) = tokio::sync::watch::channel(0u64);
     let client = ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(5)))
-        .event_callback(|event| async move {
-            match event {
-                Event::Connected => tracing::info!("NATS connected"),
-                Event::Disconnected => tracing::warn!("NATS disconnected; reconnecting"),
-                Event::SlowConsumer(sid) => {
-                    tracing::error!(sid, "NATS subscription too slow: messages dropped")
+        .event_callback(move |event| {
+            if matches!(event, Event::Connected) {
+                reconnects.send_modify(|count| *count += 1);
+            }
+            async move {
+                match event {
+                    Event::Connected => tracing::info!("NATS connected"),
+                    Event::Disconnected => tracing::warn!("NATS disconnected; reconnecting"),
+                    Event::SlowConsumer(sid) => {
+                        tracing::error!(sid, "NATS subscription too slow: messages dropped")
+                    }
+                    other => tracing::warn!(event = %other, "NATS event"),
                 }
-                other => tracing::warn!(event = %other, "NATS event"),
             }
         })
         .connect(url)
@@ -149,7 +167,7 @@ pub async fn connect_checked(url: &str, name: &str) -> Result<Client, NatsCheckE
             url: url.to_owned(),
         });
     }
-    Ok(client)
+    Ok((client, watching))
 }
 
 fn version_at_least(version: &str, minimum: (u32, u32)) -> bool {

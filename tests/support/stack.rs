@@ -297,6 +297,32 @@ impl TestStack {
         wait_for_port(port).await;
     }
 
+    /// Starts one more gateway, on its own port, that reaches NATS at `nats_url` (a proxy a test
+    /// can cut, say). It is killed when the returned value is dropped.
+    pub async fn extra_gateway(&self, nats_url: &str) -> ExtraGateway {
+        let port = free_port();
+        let log = std::fs::File::create(self.log_dir.join(format!("gateway-extra-{port}.log")))
+            .expect("log file");
+        let err = log.try_clone().expect("log file");
+        let child = Command::new(binary("gateway"))
+            .envs(
+                self.env
+                    .iter()
+                    .map(|(key, value)| (key.as_str(), value.as_str())),
+            )
+            .env("NATS_URL", nats_url)
+            .env("GATEWAY_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("gateway starts");
+        wait_for_port(port).await;
+        ExtraGateway {
+            address: format!("127.0.0.1:{port}"),
+            child,
+        }
+    }
+
     /// Sends the gateway SIGTERM (as a deploy does) and waits for it to exit; true when it exited
     /// within `wait`.
     pub async fn terminate_gateway(&mut self, wait: Duration) -> bool {
@@ -607,3 +633,16 @@ impl Http {
 }
 
 use crate::client::Client;
+
+/// A second gateway process (see [`TestStack::extra_gateway`]).
+pub struct ExtraGateway {
+    pub address: String,
+    child: Child,
+}
+
+impl Drop for ExtraGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

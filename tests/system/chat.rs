@@ -733,3 +733,100 @@ async fn a_message_the_recipient_never_got_is_sent_again_when_they_connect() {
         .expect_no("chat_message", Duration::from_millis(300))
         .await;
 }
+
+#[tokio::test]
+async fn a_nats_restart_loses_no_chat_message_for_a_client_that_never_resumes() {
+    let mut stack = stack().await;
+    let (mut seeker, mut provider, session_id, _) = stack.session("seek1", "prov1").await;
+    let mut acknowledged = HashSet::new();
+    let send = |index: usize| json!({"type": "chat_message", "session_id": session_id, "message": format!("m{index}"), "client_message_id": format!("c{index}")});
+    for index in 0..10 {
+        seeker.send(send(index)).await;
+        let sent = seeker.expect("message_sent").await;
+        acknowledged.insert(sent["message_id"].as_str().unwrap_or_default().to_owned());
+    }
+    stack.restart_nats().await;
+    // The seeker keeps writing through the outage, re-sending (same client id) what was refused,
+    // as a phone does; the provider's socket stays open and never sends `resume`.
+    for index in 10..20 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            seeker.send(send(index)).await;
+            match seeker
+                .find_any(&["message_sent", "error"], Duration::from_secs(3))
+                .await
+            {
+                Some(frame) if frame["type"] == "message_sent" => {
+                    acknowledged
+                        .insert(frame["message_id"].as_str().unwrap_or_default().to_owned());
+                    break;
+                }
+                _ if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => panic!("message {index} never acknowledged: {other:?}"),
+            }
+        }
+    }
+    let mut received = HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !acknowledged.is_subset(&received) && std::time::Instant::now() < deadline {
+        if let Some(message) = provider
+            .find("chat_message", Duration::from_millis(500))
+            .await
+        {
+            received.insert(
+                message["message_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+    }
+    let missing: Vec<_> = acknowledged.difference(&received).collect();
+    assert!(missing.is_empty(), "never delivered: {missing:?}");
+}
+
+#[tokio::test]
+async fn a_gateway_that_lost_nats_gets_the_missed_messages_for_its_sockets_when_it_comes_back() {
+    let stack = stack().await;
+    let (mut seeker, provider, session_id, _) = stack.session("seek1", "prov1").await;
+    provider.close().await;
+    // The provider's socket is on a second gateway whose NATS connection runs through a proxy.
+    let nats_address = stack.nats_url().trim_start_matches("nats://").to_owned();
+    let proxy = system_tests::proxy::Proxy::start(nats_address).await;
+    let gateway = stack
+        .extra_gateway(&format!("nats://127.0.0.1:{}", proxy.port))
+        .await;
+    let token = stack.token("prov1", Role::Provider);
+    let mut provider = Client::connect(&gateway.address, Role::Provider, &token)
+        .await
+        .expect("provider on the second gateway");
+    provider.assert_usable().await;
+    say(&mut seeker, &session_id, "before").await;
+    provider.expect("chat_message").await;
+    // Its NATS connection drops: what the chat worker publishes meanwhile never reaches it.
+    proxy.cut();
+    let mut missed = Vec::new();
+    for text in ["during one", "during two", "during three"] {
+        missed.push(say(&mut seeker, &session_id, text).await["message_id"].clone());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.restore();
+    // The socket stayed open; once NATS is back the gateway announces it again and the chat
+    // worker re-sends what was not delivered. The client never sent `resume`.
+    // ("before" was not marked delivered either, so it may come again: clients drop repeats.)
+    let mut received = HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while missed.iter().any(|id| !received.contains(id)) && std::time::Instant::now() < deadline {
+        if let Some(message) = provider
+            .find("chat_message", Duration::from_millis(500))
+            .await
+        {
+            received.insert(message["message_id"].clone());
+        }
+    }
+    for id in &missed {
+        assert!(received.contains(id), "{id} never reached the provider");
+    }
+}
