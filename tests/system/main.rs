@@ -1,5 +1,6 @@
 //! System tests: the real gateway, workers, nats-server and Postgres, driven as clients.
 
+mod authorization;
 mod chat;
 mod distance;
 mod gateway;

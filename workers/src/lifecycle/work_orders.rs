@@ -121,10 +121,14 @@ pub async fn get(
     let order = sqlx::query_as::<_, OrderView>(
         "SELECT w.work_id, w.status, s.session_id, w.service_type, w.created_at
          FROM work_orders w LEFT JOIN work_sessions s ON s.work_id = w.work_id
-         WHERE w.work_id = $1 AND (w.seeker_id = $2 OR w.provider_id = $2)",
+         WHERE w.work_id = $1
+           AND CASE WHEN $3 = 'seeker' THEN w.seeker_id = $2 ELSE w.provider_id = $2 END",
     )
     .bind(work_id)
     .bind(&caller.user_id)
+    // The caller's side of the order, as their token's role says: a token of the other role is
+    // someone else (found by the authorization probe).
+    .bind(caller.role.as_str())
     .fetch_optional(pool)
     .await?;
     Ok(match order {
