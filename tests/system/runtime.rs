@@ -219,18 +219,21 @@ async fn send_patiently(
 }
 
 #[tokio::test]
-async fn killed_chat_instances_and_a_nats_restart_lose_duplicate_and_reorder_nothing() {
+async fn chaos_killed_chat_and_lifecycle_workers_a_nats_restart_and_a_postgres_outage_lose_duplicate_and_reorder_nothing()
+ {
     let sessions = 100;
     let messages = 100;
     // The providers only read at the end: keep their quiet sockets open meanwhile.
     let mut stack = TestStack::with(
         StackOptions::default()
             .only(&["lifecycle", "chat"])
+            .through_database_proxy()
             .env("WS_IDLE_TIMEOUT_SECS", "600"),
     )
     .await;
     stack.start_worker("chat");
     stack.start_worker("chat");
+    stack.start_worker("lifecycle");
     let setup = Instant::now();
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
@@ -246,22 +249,38 @@ async fn killed_chat_instances_and_a_nats_restart_lose_duplicate_and_reorder_not
         receivers.push((provider, session_id));
     }
     eprintln!("{sessions} sessions set up in {:?}", setup.elapsed());
-    // One chat instance SIGKILLed and replaced every 2 s for 20 s, the nats-server restarted once
-    // along the way; then the senders finish.
+    // One chat instance SIGKILLed and replaced every 2 s for 20 s (a lifecycle instance every
+    // other time), the nats-server restarted once along the way, and Postgres out of reach for
+    // 3 s (every connection to it dropped); then the senders finish.
     let started = Instant::now();
-    let mut restarted_nats = false;
+    let (mut restarted_nats, mut database_cut) = (false, false);
+    let mut round = 0;
     while started.elapsed() < Duration::from_secs(20)
         && senders.iter().any(|sender| !sender.is_finished())
     {
         tokio::time::sleep(Duration::from_secs(2)).await;
+        round += 1;
         stack.kill_one_worker("chat");
         stack.start_worker("chat");
+        if round % 2 == 0 {
+            stack.kill_one_worker("lifecycle");
+            stack.start_worker("lifecycle");
+        }
         if !restarted_nats {
             stack.restart_nats().await;
             restarted_nats = true;
+        } else if !database_cut {
+            let proxy = stack.database_proxy.as_ref().expect("proxy");
+            proxy.cut();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            proxy.restore();
+            database_cut = true;
         }
     }
-    assert!(restarted_nats, "the run outlasted the NATS restart");
+    assert!(
+        restarted_nats && database_cut,
+        "the run outlasted the NATS restart and the Postgres outage"
+    );
     eprintln!("chaos phase over after {:?}", started.elapsed());
     while senders.iter().any(|sender| !sender.is_finished()) {
         assert!(
@@ -296,6 +315,10 @@ async fn killed_chat_instances_and_a_nats_restart_lose_duplicate_and_reorder_not
         )
         .await;
     assert_eq!(out_of_order, 0, "every sender's seqs follow its send order");
+    assert!(
+        stack.dead_letters().await.is_empty(),
+        "an outage dead-letters nothing"
+    );
     let mut checks = Vec::new();
     for (mut provider, session_id) in receivers {
         checks.push(tokio::spawn(async move {
