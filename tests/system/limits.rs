@@ -87,8 +87,10 @@ async fn frames_over_the_rate_limit_are_refused_and_not_published() {
             sent += 1;
         }
     }
-    // A burst of 40, plus what the bucket refills while the frames arrive.
-    assert!((40..=45).contains(&sent), "{sent} sent, {refused} refused");
+    // A burst of 40 (less the `medium_selection` the set-up sent a moment ago), plus what the
+    // bucket refills while the frames arrive.
+    assert!((39..=46).contains(&sent), "{sent} sent, {refused} refused");
+    assert!(refused >= 24, "{sent} sent, {refused} refused");
     assert_eq!(
         stack.count("SELECT count(*) FROM chat_messages").await,
         sent as i64,
