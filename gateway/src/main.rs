@@ -4,8 +4,6 @@
 
 mod auth;
 mod dev;
-mod inbound;
-mod limits;
 mod registry;
 mod rest;
 mod socket;

@@ -6,8 +6,8 @@
 
 use crate::SharedState;
 use crate::auth::authenticate;
-use crate::inbound::{self, Verdict};
-use crate::limits::{Abuse, Coalescer, Held, TokenBucket};
+use gateway::inbound::{self, Verdict};
+use gateway::limits::{Abuse, Coalescer, Held, TokenBucket};
 use crate::registry::{ConnectionHandle, Outgoing};
 use async_nats::HeaderMap;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
