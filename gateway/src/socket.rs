@@ -6,8 +6,6 @@
 
 use crate::SharedState;
 use crate::auth::authenticate;
-use gateway::inbound::{self, Verdict};
-use gateway::limits::{Abuse, Coalescer, Held, TokenBucket};
 use crate::registry::{ConnectionHandle, Outgoing};
 use async_nats::HeaderMap;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
@@ -17,6 +15,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
+use gateway::inbound::{self, Verdict};
+use gateway::limits::{Abuse, Coalescer, Held, TokenBucket};
 use shared::auth::{Identity, Role};
 use shared::frames::{Event, FrameKind, errors};
 use shared::headers;

@@ -4,13 +4,12 @@
 //! yet marked delivered: oldest first, at most `REPLAY_PER_SESSION` per session, same `message_id`
 //! (clients drop what they already have). Core NATS in the chat queue group; read-only.
 
+use crate::connections::{self, Connected};
 use crate::outbox::{Delivery, publish};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use shared::auth::Role;
 use shared::frames::Event;
-use shared::headers;
-use shared::subjects::{USERS_CONNECTED, queue};
+use shared::subjects::queue;
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
@@ -27,29 +26,21 @@ struct Undelivered {
 }
 
 pub async fn serve(nats: async_nats::Client, pool: PgPool) -> anyhow::Result<()> {
-    let mut notices = nats
-        .queue_subscribe(USERS_CONNECTED, queue::CHAT.to_owned())
-        .await?;
-    while let Some(notice) = notices.next().await {
+    connections::serve(nats.clone(), queue::CHAT, move |connected: Connected| {
         let (nats, pool) = (nats.clone(), pool.clone());
-        tokio::spawn(async move {
-            let Some(headers) = notice.headers.as_ref() else {
-                return;
-            };
-            let header = |name: &str| headers.get(name).map(|value| value.as_str().to_owned());
-            let (Some(user_id), Some(role), Some(conn_id)) = (
-                header(headers::USER_ID),
-                header(headers::ROLE).and_then(|role| Role::parse(&role)),
-                header(headers::CONN_ID),
-            ) else {
-                return;
-            };
+        async move {
+            let Connected {
+                user_id,
+                role,
+                conn_id,
+                ..
+            } = connected;
             if let Err(error) = replay(&nats, &pool, &user_id, role, &conn_id).await {
                 tracing::warn!(%error, %user_id, "cannot re-send undelivered messages");
             }
-        });
-    }
-    Ok(())
+        }
+    })
+    .await
 }
 
 async fn replay(

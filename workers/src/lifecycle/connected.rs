@@ -4,46 +4,31 @@
 //! next connection replays again.
 
 use super::work_assigned;
+use crate::connections::{self, Connected};
 use crate::outbox::{Delivery, publish};
-use futures::StreamExt;
 use shared::auth::Role;
-use shared::headers;
-use shared::subjects::{USERS_CONNECTED, queue};
+use shared::subjects::queue;
 use sqlx::PgPool;
 
 pub async fn serve(nats: async_nats::Client, pool: PgPool) -> anyhow::Result<()> {
-    let mut notices = nats
-        .queue_subscribe(USERS_CONNECTED, queue::LIFECYCLE.to_owned())
-        .await?;
-    while let Some(notice) = notices.next().await {
+    connections::serve(nats.clone(), queue::LIFECYCLE, move |connected: Connected| {
         let (nats, pool) = (nats.clone(), pool.clone());
-        tokio::spawn(async move {
-            let Some(headers) = notice.headers.as_ref() else {
-                return;
-            };
-            let header = |name: &str| headers.get(name).map(|value| value.as_str().to_owned());
-            let (Some(user_id), Some(role), Some(conn_id)) = (
-                header(headers::USER_ID),
-                header(headers::ROLE).and_then(|role| Role::parse(&role)),
-                header(headers::CONN_ID),
-            ) else {
-                return;
-            };
+        async move {
             if let Err(error) = replay(
                 &nats,
                 &pool,
-                &user_id,
-                role,
-                &conn_id,
-                header(headers::USER_NAME),
+                &connected.user_id,
+                connected.role,
+                &connected.conn_id,
+                connected.name,
             )
             .await
             {
-                tracing::warn!(%error, %user_id, "cannot handle a connection notice");
+                tracing::warn!(%error, user_id = %connected.user_id, "cannot handle a connection notice");
             }
-        });
-    }
-    Ok(())
+        }
+    })
+    .await
 }
 
 async fn replay(

@@ -1,0 +1,54 @@
+//! `user.<id>.connected`: the gateway announces each socket that opens (and every socket again
+//! after its NATS connection comes back). Several worker kinds answer it (lifecycle replays pending
+//! work orders, chat re-sends undelivered messages), each in its own queue group; this reads the
+//! notice once for all of them.
+
+use futures::StreamExt;
+use shared::auth::Role;
+use shared::headers;
+use shared::subjects::USERS_CONNECTED;
+use std::future::Future;
+
+/// The socket a notice announces.
+pub struct Connected {
+    pub user_id: String,
+    pub role: Role,
+    pub conn_id: String,
+    /// The token's `name`, if it had one.
+    pub name: Option<String>,
+}
+
+impl Connected {
+    fn from_headers(headers: Option<&async_nats::HeaderMap>) -> Option<Connected> {
+        let headers = headers?;
+        let header = |name: &str| headers.get(name).map(|value| value.as_str().to_owned());
+        Some(Connected {
+            user_id: header(headers::USER_ID)?,
+            role: Role::parse(&header(headers::ROLE)?)?,
+            conn_id: header(headers::CONN_ID)?,
+            name: header(headers::USER_NAME),
+        })
+    }
+}
+
+/// Answers every notice with `answer` in queue group `queue`, one task per notice. Core NATS: a
+/// lost notice is made good by the next connection.
+pub async fn serve<F, Answer>(
+    nats: async_nats::Client,
+    queue: &str,
+    answer: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(Connected) -> Answer + Clone + Send + 'static,
+    Answer: Future<Output = ()> + Send + 'static,
+{
+    let mut notices = nats
+        .queue_subscribe(USERS_CONNECTED, queue.to_owned())
+        .await?;
+    while let Some(notice) = notices.next().await {
+        if let Some(connected) = Connected::from_headers(notice.headers.as_ref()) {
+            tokio::spawn(answer.clone()(connected));
+        }
+    }
+    Ok(())
+}
