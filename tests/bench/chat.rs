@@ -7,7 +7,7 @@
 //! Knobs: BENCH_SESSIONS (50), BENCH_RATES ("1000,2000,3000,5000,7500,10000,12500"),
 //! BENCH_RECEIPT_RATES ("1000,2000,3000,4000,5000"), BENCH_SECONDS (10).
 
-use crate::{cpu_seconds, cpu_ticks, millis, steal_percent};
+use crate::{cpu_seconds, cpu_ticks, millis, rss_kib, steal_percent};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -72,11 +72,15 @@ struct Shared {
     receipts: AtomicBool,
 }
 
-pub async fn run() -> anyhow::Result<()> {
-    let sessions: usize = knob("BENCH_SESSIONS", 50);
-    let seconds: u64 = knob("BENCH_SECONDS", 10);
-    let plain_rates = rates("BENCH_RATES", "1000,2000,3000,5000,7500,10000,12500");
-    let receipt_rates = rates("BENCH_RECEIPT_RATES", "1000,2000,3000,4000,5000");
+/// The stack under load: `sessions` seeker/provider pairs whose providers count what arrives.
+struct Load {
+    stack: TestStack,
+    shared: Arc<Shared>,
+    writers: Vec<(Writer, String)>,
+    pids: Pids,
+}
+
+async fn load(sessions: usize) -> anyhow::Result<Load> {
     let stack = TestStack::with(
         StackOptions::default()
             // A load generator is not a phone.
@@ -140,13 +144,41 @@ pub async fn run() -> anyhow::Result<()> {
         nats: stack.nats_pid(),
         bench: std::process::id(),
     };
+    Ok(Load {
+        stack,
+        shared,
+        writers,
+        pids,
+    })
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    let sessions: usize = knob("BENCH_SESSIONS", 50);
+    let seconds: u64 = knob("BENCH_SECONDS", 10);
+    let plain_rates = rates("BENCH_RATES", "1000,2000,3000,5000,7500,10000,12500");
+    let receipt_rates = rates("BENCH_RECEIPT_RATES", "1000,2000,3000,4000,5000");
+    let Load {
+        stack: _stack,
+        shared,
+        writers,
+        pids,
+    } = load(sessions).await?;
     println!(
         "chat: {sessions} seeker/provider pairs, {seconds} s per step, send -> other party's chat_message"
     );
-    let best = ramp(&shared, &writers, &pids, &plain_rates, seconds, false).await;
+    let best = ramp(&shared, &writers, &pids, &plain_rates, seconds, false, true).await;
     shared.receipts.store(true, Ordering::Relaxed);
     println!("\nwith receipts: every message answered with message_delivered and message_read");
-    let best_with_receipts = ramp(&shared, &writers, &pids, &receipt_rates, seconds, true).await;
+    let best_with_receipts = ramp(
+        &shared,
+        &writers,
+        &pids,
+        &receipt_rates,
+        seconds,
+        true,
+        true,
+    )
+    .await;
     println!();
     for (label, best) in [("chat", best), ("chat with receipts", best_with_receipts)] {
         match best {
@@ -156,6 +188,38 @@ pub async fn run() -> anyhow::Result<()> {
             None => println!("{label}: no step kept p99 <= 50 ms with nothing lost"),
         }
     }
+    Ok(())
+}
+
+/// Soak: `SOAK_MINUTES` (10) at `SOAK_RATE` (1,000) msg/s over 50 pairs, with `SOAK_IDLE_SOCKETS`
+/// (2,000) idle sockets open besides, one line per minute: latency, loss, CPU per message and the
+/// resident memory of the gateway and the chat worker, which must stay flat.
+pub async fn soak() -> anyhow::Result<()> {
+    let minutes: usize = knob("SOAK_MINUTES", 10);
+    let rate: u64 = knob("SOAK_RATE", 1000);
+    let idle: usize = knob("SOAK_IDLE_SOCKETS", 2000);
+    let Load {
+        stack,
+        shared,
+        writers,
+        pids,
+    } = load(50).await?;
+    let mut idle_sockets = Vec::with_capacity(idle);
+    for index in 0..idle {
+        let role = if index % 2 == 0 {
+            shared::auth::Role::Seeker
+        } else {
+            shared::auth::Role::Provider
+        };
+        idle_sockets.push(stack.connect(&format!("idle{index}"), role).await);
+    }
+    println!(
+        "soak: {minutes} min at {rate} msg/s over 50 pairs, {idle} idle sockets besides; one line a minute"
+    );
+    let steps = vec![rate; minutes];
+    // A soak does not stop at a bad minute: it reports every one.
+    ramp(&shared, &writers, &pids, &steps, 60, false, false).await;
+    drop(idle_sockets);
     Ok(())
 }
 
@@ -178,7 +242,8 @@ impl Pids {
     }
 }
 
-/// Runs the steps of one ramp; returns the highest sustained rate.
+/// Runs the steps of one ramp (stopping once saturated when `ramping`); returns the highest
+/// sustained rate.
 async fn ramp(
     shared: &Arc<Shared>,
     writers: &[(Writer, String)],
@@ -186,9 +251,10 @@ async fn ramp(
     rates: &[u64],
     seconds: u64,
     receipts: bool,
+    ramping: bool,
 ) -> Option<u64> {
     println!(
-        "{:>8} {:>9} {:>7} {:>8} {:>8} {:>9} | {:>8} {:>8} {:>8} {:>8} {:>8} | {:>7}",
+        "{:>8} {:>9} {:>7} {:>8} {:>8} {:>9} | {:>8} {:>8} {:>8} {:>8} {:>8} | {:>7} | {:>7} {:>8}",
         "rate/s",
         "sent/s",
         "lost",
@@ -200,7 +266,9 @@ async fn ramp(
         "nats us",
         "pg us",
         "load us",
-        "steal %"
+        "steal %",
+        "gw MiB",
+        "chat MiB"
     );
     let sessions = writers.len();
     let mut best = None;
@@ -278,7 +346,7 @@ async fn ramp(
             .collect();
         let lost = sent.saturating_sub(delivered);
         println!(
-            "{:>8} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>9.2} | {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} | {:>7.1}",
+            "{:>8} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>9.2} | {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} | {:>7.1} | {:>7.1} {:>8.1}",
             rate,
             sent as f64 / seconds as f64,
             lost,
@@ -290,11 +358,13 @@ async fn ramp(
             per_message[2],
             per_message[3],
             per_message[4],
-            steal
+            steal,
+            rss_kib(pids.gateway) as f64 / 1024.0,
+            rss_kib(pids.chat) as f64 / 1024.0
         );
         if p99 <= 50.0 && lost == 0 && sent as f64 >= 0.95 * (rate * seconds) as f64 {
             best = Some(rate);
-        } else if p99 > 1000.0 || lost > sent / 20 {
+        } else if ramping && (p99 > 1000.0 || lost > sent / 20) {
             println!("(stopping: the system is saturated)");
             break;
         }
