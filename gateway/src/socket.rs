@@ -336,29 +336,28 @@ impl Connection {
         }
         let verdict = inbound::judge(text.as_str(), self.identity.role);
         let now = Instant::now();
-        match &verdict {
-            Verdict::Ping => {}
-            // Streams of typing and location frames are thinned out, not refused.
+        // Streams of typing and location frames are thinned out, not refused.
+        let verdict = match verdict {
             Verdict::Publish {
                 kind: kind @ (FrameKind::TypingIndicator | FrameKind::LocationUpdate),
                 subject,
                 ..
             } => {
-                let coalescer = if *kind == FrameKind::TypingIndicator {
+                let coalescer = if kind == FrameKind::TypingIndicator {
                     &mut self.typing
                 } else {
                     &mut self.location
                 };
-                let held = Held {
-                    subject: subject.clone(),
-                    text,
-                };
-                if let Some(now_due) = coalescer.offer(now, held) {
-                    self.publish_or_refuse(*kind, now_due.subject, false, now_due.text)
+                if let Some(now_due) = coalescer.offer(now, Held { subject, text }) {
+                    self.publish_or_refuse(kind, now_due.subject, false, now_due.text)
                         .await;
                 }
                 return;
             }
+            other => other,
+        };
+        match &verdict {
+            Verdict::Ping => {}
             Verdict::Publish { kind, .. } if !self.bucket.take(now) => {
                 let kind = *kind;
                 return self.rate_limited(Some(kind.name().to_owned()), now).await;
