@@ -29,14 +29,8 @@ pub async fn serve(nats: async_nats::Client, pool: PgPool) -> anyhow::Result<()>
     connections::serve(nats.clone(), queue::CHAT, move |connected: Connected| {
         let (nats, pool) = (nats.clone(), pool.clone());
         async move {
-            let Connected {
-                user_id,
-                role,
-                conn_id,
-                ..
-            } = connected;
-            if let Err(error) = replay(&nats, &pool, &user_id, role, &conn_id).await {
-                tracing::warn!(%error, %user_id, "cannot re-send undelivered messages");
+            if let Err(error) = replay(&nats, &pool, &connected).await {
+                tracing::warn!(%error, user_id = %connected.user_id, "cannot re-send undelivered messages");
             }
         }
     })
@@ -46,10 +40,15 @@ pub async fn serve(nats: async_nats::Client, pool: PgPool) -> anyhow::Result<()>
 async fn replay(
     nats: &async_nats::Client,
     pool: &PgPool,
-    user_id: &str,
-    role: Role,
-    conn_id: &str,
+    connected: &Connected,
 ) -> Result<(), sqlx::Error> {
+    let Connected {
+        user_id,
+        role,
+        conn_id,
+        ..
+    } = connected;
+    let (user_id, role, conn_id) = (user_id.as_str(), *role, conn_id.as_str());
     // The other party wrote them; the live-session indexes find the user's sessions.
     let query = match role {
         Role::Seeker => {

@@ -14,16 +14,7 @@ pub async fn serve(nats: async_nats::Client, pool: PgPool) -> anyhow::Result<()>
     connections::serve(nats.clone(), queue::LIFECYCLE, move |connected: Connected| {
         let (nats, pool) = (nats.clone(), pool.clone());
         async move {
-            if let Err(error) = replay(
-                &nats,
-                &pool,
-                &connected.user_id,
-                connected.role,
-                &connected.conn_id,
-                connected.name,
-            )
-            .await
-            {
+            if let Err(error) = replay(&nats, &pool, &connected).await {
                 tracing::warn!(%error, user_id = %connected.user_id, "cannot handle a connection notice");
             }
         }
@@ -34,11 +25,15 @@ pub async fn serve(nats: async_nats::Client, pool: PgPool) -> anyhow::Result<()>
 async fn replay(
     nats: &async_nats::Client,
     pool: &PgPool,
-    user_id: &str,
-    role: Role,
-    conn_id: &str,
-    name: Option<String>,
+    connected: &Connected,
 ) -> Result<(), sqlx::Error> {
+    let Connected {
+        user_id,
+        role,
+        conn_id,
+        name,
+    } = connected;
+    let (user_id, role, conn_id) = (user_id.as_str(), *role, conn_id.as_str());
     crate::users::record(pool, user_id, role, name.as_deref()).await?;
     if role != Role::Provider {
         return Ok(());
