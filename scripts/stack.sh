@@ -6,7 +6,8 @@
 #   scripts/stack.sh                   # build, provision, run
 #   scripts/stack.sh --provision-only  # just migrations + NATS definitions
 #
-# Knobs (environment): NATS_URL, DATABASE_ADMIN_URL, DATABASE_URL, JWT_SECRET, GATEWAY_ADDR,
+# Knobs (environment): NATS_URL (a server of yours; else one is started with the users of
+# nats/server.conf and their passwords in .stack/nats-users.env), DATABASE_ADMIN_URL, DATABASE_URL, JWT_SECRET, GATEWAY_ADDR,
 # DISTANCE_TICK_SECS, DISTANCE_MIN_MOVE_M, CHAT_RETENTION_SECS, TYPING_TTL_SECS, EXPIRY_SWEEP_SECS,
 # GATEWAY_DEV_MODE (1 = the gateway mints demo tokens for the web page; never in production).
 set -euo pipefail
@@ -31,14 +32,16 @@ export JWT_SECRET
 log "building (cargo build --bins; PROFILE=release for an optimised build)"
 if [ "${PROFILE:-debug}" = release ]; then cargo build --release --bins -q; else cargo build --bins -q; fi
 BIN="$ROOT/target/${PROFILE:-debug}"
-"$BIN/provision"
+NATS_URL="$NATS_ADMIN_URL" "$BIN/provision"
 [ "${1:-}" = "--provision-only" ] && exit 0
 
+# Each process connects as its own NATS user (nats/server.conf): only the gateway may publish
+# client frames, only workers user events.
 mkdir -p "$STACK_DIR/logs"
 for worker in lifecycle mediums distance chat expiry; do
-  "$BIN/$worker" >"$STACK_DIR/logs/$worker.log" 2>&1 &
+  NATS_URL="$NATS_WORKER_URL" "$BIN/$worker" >"$STACK_DIR/logs/$worker.log" 2>&1 &
 done
-"$BIN/gateway" >"$STACK_DIR/logs/gateway.log" 2>&1 &
+NATS_URL="$NATS_GATEWAY_URL" "$BIN/gateway" >"$STACK_DIR/logs/gateway.log" 2>&1 &
 wait_for_port "${GATEWAY_ADDR%:*}" "${GATEWAY_ADDR##*:}" 30 || die "the gateway did not start (see .stack/logs/gateway.log)"
 
 SEEKER_TOKEN=$("$BIN/token" --user demo-seeker --role seeker --name "Demo Seeker")
@@ -52,7 +55,8 @@ cat <<INFO
     metrics        http://$GATEWAY_ADDR/metrics
     seeker socket  ws://$GATEWAY_ADDR/ws/work/seeker/?token=\$SEEKER_TOKEN
     provider socket ws://$GATEWAY_ADDR/ws/work/provider/?token=\$PROVIDER_TOKEN
-    NATS           $NATS_URL      (trace: nats --server $NATS_URL sub 'session.>')
+    NATS           $NATS_TRACE_URL      (read-only; trace: nats --server \$NATS_TRACE_URL sub 'session.>')
+    NATS users     .stack/nats-users.env (admin: \$NATS_ADMIN_URL for nats stream / consumer commands)
     Postgres       ${DATABASE_URL%%\?*}
     logs           .stack/logs/
 

@@ -7,6 +7,12 @@
 #           cluster of its own under .stack/ on 127.0.0.1:5433.
 # Exports NATS_URL, NATS_SERVER_BIN and DATABASE_ADMIN_URL. Everything it starts is recorded in
 # .stack/pids and stopped by stop_started_services.
+#
+# A nats-server started here runs nats/server.conf: users admin, gateway, worker and trace with
+# passwords from the environment (NATS_<USER>_PASSWORD), else from .stack/nats-users.env (made
+# once, readable only by its owner). ensure_nats exports each process's URL with its credentials:
+# NATS_ADMIN_URL, NATS_GATEWAY_URL, NATS_WORKER_URL, NATS_TRACE_URL (all equal to NATS_URL when
+# NATS_URL names a server this script did not start: its users are its operator's business).
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STACK_DIR="$ROOT/.stack"
@@ -71,6 +77,48 @@ wait_for_port() {  # wait_for_port host port seconds
   return 1
 }
 
+NATS_USERS=(admin gateway worker trace)
+
+# Sets NATS_<USER>_PASSWORD for every user of nats/server.conf: kept from the environment, else
+# read from (or first written to) .stack/nats-users.env; with "fresh", made up for this run only.
+load_nats_passwords() {
+  local file="$STACK_DIR/nats-users.env" user variable
+  if [ "${1:-}" != fresh ] && [ ! -f "$file" ]; then
+    (umask 077; for user in "${NATS_USERS[@]}"; do
+      echo "NATS_${user^^}_PASSWORD=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+    done >"$file")
+  fi
+  for user in "${NATS_USERS[@]}"; do
+    variable="NATS_${user^^}_PASSWORD"
+    if [ -z "${!variable:-}" ]; then
+      if [ "${1:-}" = fresh ]; then
+        printf -v "$variable" '%s' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+      else
+        printf -v "$variable" '%s' "$(sed -n "s/^$variable=//p" "$file")"
+      fi
+    fi
+    export "$variable"
+  done
+}
+
+# Exports NATS_<USER>_URL for a server at $1 (host:port) running nats/server.conf.
+export_nats_urls() {
+  local user variable
+  for user in "${NATS_USERS[@]}"; do
+    variable="NATS_${user^^}_PASSWORD"
+    export "NATS_${user^^}_URL=nats://$user:${!variable}@$1"
+  done
+}
+
+# Starts nats-server with nats/server.conf: start_nats port store_dir log_file. Adds its pid to
+# STARTED_PIDS.
+start_nats() {
+  mkdir -p "$2"
+  "$NATS_SERVER_BIN" -c "$ROOT/nats/server.conf" -a 127.0.0.1 -p "$1" -js -sd "$2" >"$3" 2>&1 &
+  STARTED_PIDS+=($!)
+  wait_for_port 127.0.0.1 "$1" 10 || die "nats-server did not start (see $3)"
+}
+
 ensure_nats() {
   find_nats_server
   local url="${NATS_URL:-nats://127.0.0.1:4222}" host port version
@@ -78,22 +126,21 @@ ensure_nats() {
   version=$(nats_version_at "$host" "$port")
   if [ -n "$version" ] && version_ok "$version"; then
     log "using NATS $version at $url"
-    export NATS_URL="$url"; return 0
+    export NATS_URL="$url" NATS_ADMIN_URL="$url" NATS_GATEWAY_URL="$url" NATS_WORKER_URL="$url" NATS_TRACE_URL="$url"
+    return 0
   fi
   [ -n "$version" ] && log "NATS at $url is $version (too old: need >= 2.11); starting our own"
   local own_port=4223
+  load_nats_passwords
   version=$(nats_version_at 127.0.0.1 $own_port)
   if [ -n "$version" ] && version_ok "$version"; then
-    log "using NATS $version already running at 127.0.0.1:$own_port"
+    log "using NATS $version already running at 127.0.0.1:$own_port (users of .stack/nats-users.env)"
   else
-    mkdir -p "$STACK_DIR/nats"
-    "$NATS_SERVER_BIN" -c "$ROOT/nats/server.conf" -a 127.0.0.1 -p $own_port -js -sd "$STACK_DIR/nats" \
-      >"$STACK_DIR/nats-server.log" 2>&1 &
-    STARTED_PIDS+=($!)
-    wait_for_port 127.0.0.1 $own_port 10 || die "nats-server did not start (see .stack/nats-server.log)"
+    start_nats $own_port "$STACK_DIR/nats" "$STACK_DIR/nats-server.log"
     log "started nats-server on 127.0.0.1:$own_port (log: .stack/nats-server.log)"
   fi
-  export NATS_URL="nats://127.0.0.1:$own_port"
+  export_nats_urls "127.0.0.1:$own_port"
+  export NATS_URL="$NATS_ADMIN_URL"
 }
 
 pg_answers() {  # pg_answers url

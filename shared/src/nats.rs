@@ -2,7 +2,7 @@
 //! and provisioning the JetStream stream, consumers and KV buckets defined in `nats/`.
 
 use async_nats::jetstream::{self, consumer, kv, stream};
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -108,6 +108,36 @@ pub enum NatsCheckError {
         "NATS at {url} has no JetStream: start nats-server with -js (or `jetstream {{}}` in its config)"
     )]
     NoJetStream { url: String },
+    #[error(
+        "NATS at {url} refused this process's credentials: put the user and password of nats/server.conf in NATS_URL (nats://<user>:<password>@host:port; scripts/stack.sh prints them)"
+    )]
+    Refused { url: String },
+}
+
+/// `url` with its password replaced by `***`, for logs and error texts.
+pub fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((credentials, address)) => {
+                let user = credentials.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}:***@{address}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// The user and password a `nats://user:password@host:port` URL carries (async-nats reads only
+/// the address from it).
+fn credentials(url: &str) -> Option<(String, String)> {
+    let address: async_nats::ServerAddr = url.parse().ok()?;
+    match (address.username(), address.password()) {
+        (Some(user), Some(password)) if !user.is_empty() => {
+            Some((user.to_owned(), password.to_owned()))
+        }
+        _ => None,
+    }
 }
 
 /// Connects as `name` (shown by `nats server report connections`) and checks the server. After a
@@ -126,7 +156,12 @@ pub async fn connect_watching_reconnects(
     name: &str,
 ) -> Result<(Client, tokio::sync::watch::Receiver<u64>), NatsCheckError> {
     let (reconnects, watching) = tokio::sync::watch::channel(0u64);
-    let client = ConnectOptions::new()
+    let shown = redacted(url);
+    let mut options = ConnectOptions::new();
+    if let Some((user, password)) = credentials(url) {
+        options = options.user_and_password(user, password);
+    }
+    let client = options
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(5)))
@@ -147,14 +182,19 @@ pub async fn connect_watching_reconnects(
         })
         .connect(url)
         .await
-        .map_err(|error| NatsCheckError::Unreachable {
-            url: url.to_owned(),
-            reason: error.to_string(),
+        .map_err(|error| match error.kind() {
+            ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+                NatsCheckError::Refused { url: shown.clone() }
+            }
+            _ => NatsCheckError::Unreachable {
+                url: shown.clone(),
+                reason: error.to_string(),
+            },
         })?;
     let version = client.server_info().version;
     if !version_at_least(&version, MINIMUM_VERSION) {
         return Err(NatsCheckError::TooOld {
-            url: url.to_owned(),
+            url: shown,
             version,
         });
     }
@@ -163,9 +203,7 @@ pub async fn connect_watching_reconnects(
         .await
         .is_err()
     {
-        return Err(NatsCheckError::NoJetStream {
-            url: url.to_owned(),
-        });
+        return Err(NatsCheckError::NoJetStream { url: shown });
     }
     Ok((client, watching))
 }
@@ -282,6 +320,18 @@ async fn replace_if_older_layout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_shows_its_user_but_never_its_password() {
+        let url = "nats://gateway:s3cret@127.0.0.1:4223";
+        assert_eq!(redacted(url), "nats://gateway:***@127.0.0.1:4223");
+        assert_eq!(
+            credentials(url),
+            Some((String::from("gateway"), String::from("s3cret")))
+        );
+        assert_eq!(redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(credentials("nats://127.0.0.1:4222"), None);
+    }
 
     #[test]
     fn versions_compare_by_major_and_minor() {

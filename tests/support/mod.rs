@@ -8,4 +8,4 @@ pub mod proxy;
 pub mod stack;
 
 pub use client::Client;
-pub use stack::{StackOptions, TestStack};
+pub use stack::{NatsUser, StackOptions, TestStack};

@@ -60,8 +60,42 @@ impl StackOptions {
     }
 }
 
+/// The users of `nats/server.conf`; each stack makes up their passwords.
+#[derive(Clone, Copy, Debug)]
+pub enum NatsUser {
+    Admin,
+    Gateway,
+    Worker,
+    Trace,
+}
+
+impl NatsUser {
+    const ALL: [NatsUser; 4] = [
+        NatsUser::Admin,
+        NatsUser::Gateway,
+        NatsUser::Worker,
+        NatsUser::Trace,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            NatsUser::Admin => "admin",
+            NatsUser::Gateway => "gateway",
+            NatsUser::Worker => "worker",
+            NatsUser::Trace => "trace",
+        }
+    }
+
+    /// The variable `nats/server.conf` reads this user's password from.
+    fn password_variable(self) -> String {
+        format!("NATS_{}_PASSWORD", self.name().to_uppercase())
+    }
+}
+
 pub struct TestStack {
+    /// The operator's (admin) URL of this stack's nats-server.
     pub nats_url: String,
+    nats_secret: String,
     pub database_url: String,
     pub gateway: String,
     admin_url: String,
@@ -148,9 +182,11 @@ impl TestStack {
         std::fs::create_dir_all(&log_dir).expect("log dir");
 
         let nats_port = free_port();
-        let nats_process = spawn_nats(nats_port, &store_dir, &log_dir);
+        let nats_secret = uuid::Uuid::new_v4().simple().to_string();
+        let nats_process = spawn_nats(nats_port, &store_dir, &log_dir, &nats_secret);
         wait_for_port(nats_port).await;
-        let nats_url = format!("nats://127.0.0.1:{nats_port}");
+        let nats_address = format!("127.0.0.1:{nats_port}");
+        let nats_url = nats_url_as(NatsUser::Admin, &nats_secret, &nats_address);
 
         let admin_url = std::env::var("DATABASE_ADMIN_URL")
             .unwrap_or_else(|_| String::from("postgres://postgres@127.0.0.1:5432/postgres"));
@@ -185,7 +221,10 @@ impl TestStack {
             (None, database_url.clone())
         };
         let mut env = vec![
-            (String::from("NATS_URL"), nats_url.clone()),
+            (
+                String::from("NATS_URL"),
+                nats_url_as(NatsUser::Worker, &nats_secret, &nats_address),
+            ),
             (String::from("DATABASE_URL"), workers_database_url),
             (String::from("JWT_SECRET"), String::from(JWT_SECRET)),
             (
@@ -202,6 +241,7 @@ impl TestStack {
         env.extend(options.env);
         let mut stack = TestStack {
             nats_url,
+            nats_secret,
             database_url,
             gateway: format!("127.0.0.1:{gateway_port}"),
             admin_url,
@@ -230,12 +270,16 @@ impl TestStack {
         let log = std::fs::File::create(self.log_dir.join(format!("{name}-{instance}.log")))
             .expect("log file");
         let err = log.try_clone().expect("log file");
-        Command::new(binary(name))
-            .envs(
-                self.env
-                    .iter()
-                    .map(|(key, value)| (key.as_str(), value.as_str())),
-            )
+        let mut command = Command::new(binary(name));
+        command.envs(
+            self.env
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        );
+        if name == "gateway" {
+            command.env("NATS_URL", self.nats_url_as(NatsUser::Gateway));
+        }
+        command
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))
             .spawn()
@@ -297,9 +341,9 @@ impl TestStack {
         wait_for_port(port).await;
     }
 
-    /// Starts one more gateway, on its own port, that reaches NATS at `nats_url` (a proxy a test
-    /// can cut, say). It is killed when the returned value is dropped.
-    pub async fn extra_gateway(&self, nats_url: &str) -> ExtraGateway {
+    /// Starts one more gateway, on its own port, that reaches NATS at `nats_address` (a proxy a
+    /// test can cut, say). It is killed when the returned value is dropped.
+    pub async fn extra_gateway(&self, nats_address: &str) -> ExtraGateway {
         let port = free_port();
         let log = std::fs::File::create(self.log_dir.join(format!("gateway-extra-{port}.log")))
             .expect("log file");
@@ -310,7 +354,10 @@ impl TestStack {
                     .iter()
                     .map(|(key, value)| (key.as_str(), value.as_str())),
             )
-            .env("NATS_URL", nats_url)
+            .env(
+                "NATS_URL",
+                nats_url_as(NatsUser::Gateway, &self.nats_secret, nats_address),
+            )
             .env("GATEWAY_ADDR", format!("127.0.0.1:{port}"))
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))
@@ -347,7 +394,7 @@ impl TestStack {
     /// Waits until the started workers answer on NATS (their consumers and queue groups exist).
     async fn wait_for_workers(&self) {
         let wanted: Vec<String> = self.workers.keys().cloned().collect();
-        let nats = async_nats::connect(&self.nats_url).await.expect("nats");
+        let nats = self.nats().await;
         for _ in 0..200 {
             let mut ready = true;
             for kind in &wanted {
@@ -399,21 +446,43 @@ impl TestStack {
         }
     }
 
-    /// A plain NATS client on this stack's server, as an operator's `nats sub` would use.
-    /// The URL of this stack's nats-server.
+    /// The operator's (admin) URL of this stack's nats-server.
     pub fn nats_url(&self) -> &str {
         &self.nats_url
     }
 
+    /// `host:port` of this stack's nats-server (for a proxy in front of it).
+    pub fn nats_address(&self) -> String {
+        format!("127.0.0.1:{}", self.nats_port)
+    }
+
+    /// The URL a process connecting as `user` is given.
+    pub fn nats_url_as(&self, user: NatsUser) -> String {
+        nats_url_as(user, &self.nats_secret, &self.nats_address())
+    }
+
+    /// A NATS client connected as `user`.
+    pub async fn nats_as(&self, user: NatsUser) -> async_nats::Client {
+        shared::nats::connect_checked(&self.nats_url_as(user), "test")
+            .await
+            .expect("nats")
+    }
+
+    /// A NATS client with every permission, as an operator's would be.
     pub async fn nats(&self) -> async_nats::Client {
-        async_nats::connect(&self.nats_url).await.expect("nats")
+        self.nats_as(NatsUser::Admin).await
     }
 
     /// Stops the nats-server (a NATS restart in tests) and starts it again on the same port.
     pub async fn restart_nats(&mut self) {
         let _ = self.nats_process.kill();
         let _ = self.nats_process.wait();
-        self.nats_process = spawn_nats(self.nats_port, &self.store_dir.join("nats"), &self.log_dir);
+        self.nats_process = spawn_nats(
+            self.nats_port,
+            &self.store_dir.join("nats"),
+            &self.log_dir,
+            &self.nats_secret,
+        );
         wait_for_port(self.nats_port).await;
     }
 
@@ -518,15 +587,35 @@ impl TestStack {
     }
 }
 
-fn spawn_nats(port: u16, store_dir: &std::path::Path, log_dir: &std::path::Path) -> Child {
+fn nats_url_as(user: NatsUser, secret: &str, address: &str) -> String {
+    format!("nats://{}:{}-{secret}@{address}", user.name(), user.name())
+}
+
+/// Starts nats-server with the system's configuration (`nats/server.conf`: users and permissions)
+/// and passwords made of `secret`.
+fn spawn_nats(
+    port: u16,
+    store_dir: &std::path::Path,
+    log_dir: &std::path::Path,
+    secret: &str,
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log_dir.join("nats-server.log"))
         .expect("log file");
+    let configuration = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../nats/server.conf");
     Command::new(nats_server_binary())
+        .arg("-c")
+        .arg(configuration)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(store_dir)
+        .envs(NatsUser::ALL.map(|user| {
+            (
+                user.password_variable(),
+                format!("{}-{secret}", user.name()),
+            )
+        }))
         .stdout(Stdio::from(log.try_clone().expect("log")))
         .stderr(Stdio::from(log))
         .spawn()

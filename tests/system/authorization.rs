@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 use shared::auth::Role;
 use std::time::Duration;
+use futures::StreamExt;
 use system_tests::{Client, StackOptions, TestStack};
 
 struct World {
@@ -188,4 +189,95 @@ async fn frames_about_someone_elses_session_get_the_same_answer_as_a_made_up_id(
             .await,
         1
     );
+}
+
+/// A chat frame as only the gateway should be able to put it on NATS: the seeker's identity in the
+/// headers the workers trust.
+fn forged_chat_frame(session_id: &str, text: &str) -> (String, async_nats::HeaderMap, bytes::Bytes) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(shared::headers::USER_ID, "s1");
+    headers.insert(shared::headers::ROLE, "seeker");
+    headers.insert(shared::headers::CONN_ID, "forged-socket");
+    headers.insert(shared::headers::TRACE_ID, "forged");
+    headers.insert(
+        shared::headers::MSG_ID,
+        uuid::Uuid::new_v4().to_string().as_str(),
+    );
+    let frame = json!({"type": "chat_message", "session_id": session_id, "message": text});
+    (
+        format!("session.{session_id}.chat"),
+        headers,
+        frame.to_string().into(),
+    )
+}
+
+#[tokio::test]
+async fn only_the_gateway_may_publish_client_frames_and_only_workers_user_events() {
+    use system_tests::NatsUser;
+    let world = world().await;
+    let stack = &world.stack;
+    let mut provider = stack.connect("p1", Role::Provider).await;
+    // The world's message was never marked delivered: it is re-sent to the new socket.
+    assert_eq!(provider.expect("chat_message").await["message"], "private");
+    // Nobody gets in without a user of nats/server.conf.
+    let anonymous = format!("nats://{}", stack.nats_address());
+    assert!(shared::nats::connect_checked(&anonymous, "stranger").await.is_err());
+
+    // The tracing user sees every subject...
+    let trace = stack.nats_as(NatsUser::Trace).await;
+    let mut traced = trace.subscribe("session.>").await.expect("subscribe");
+    trace.flush().await.expect("flush");
+    // ...but neither it nor a worker can act as a user.
+    for user in [NatsUser::Trace, NatsUser::Worker] {
+        let nats = stack.nats_as(user).await;
+        let (subject, headers, payload) = forged_chat_frame(&world.session_id, "forged");
+        let _ = nats.publish_with_headers(subject, headers, payload).await;
+        let _ = nats.flush().await;
+    }
+    // Nor can the gateway's user (nor the tracing one) speak to a user's sockets.
+    let forged_event = json!({"type": "chat_message", "session_id": world.session_id,
+        "message_id": uuid::Uuid::new_v4(), "seq": 99, "sender_type": "seeker",
+        "message": "forged event", "timestamp": "2026-01-01T00:00:00Z"});
+    for user in [NatsUser::Gateway, NatsUser::Trace] {
+        let nats = stack.nats_as(user).await;
+        let _ = nats
+            .publish("user.p1.events", forged_event.to_string().into())
+            .await;
+        let _ = nats.flush().await;
+    }
+    provider
+        .expect_no("chat_message", Duration::from_millis(1500))
+        .await;
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM chat_messages WHERE message_text = 'forged'")
+            .await,
+        0
+    );
+
+    // The same frame from the gateway's user is a frame like any other (so the refusals above are
+    // the permissions at work), and a worker's event reaches the socket.
+    let gateway = stack.nats_as(NatsUser::Gateway).await;
+    let (subject, headers, payload) = forged_chat_frame(&world.session_id, "through the gateway");
+    gateway
+        .publish_with_headers(subject, headers, payload)
+        .await
+        .expect("publish");
+    gateway.flush().await.expect("flush");
+    assert_eq!(
+        provider.expect("chat_message").await["message"],
+        "through the gateway"
+    );
+    let seen = tokio::time::timeout(Duration::from_secs(5), traced.next())
+        .await
+        .expect("the tracing user sees the frame")
+        .expect("message");
+    assert_eq!(seen.subject.as_str(), format!("session.{}.chat", world.session_id));
+    let worker = stack.nats_as(NatsUser::Worker).await;
+    worker
+        .publish("user.p1.events", forged_event.to_string().into())
+        .await
+        .expect("publish");
+    worker.flush().await.expect("flush");
+    assert_eq!(provider.expect("chat_message").await["message"], "forged event");
 }

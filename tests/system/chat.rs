@@ -793,10 +793,9 @@ async fn a_gateway_that_lost_nats_gets_the_missed_messages_for_its_sockets_when_
     let (mut seeker, provider, session_id, _) = stack.session("seek1", "prov1").await;
     provider.close().await;
     // The provider's socket is on a second gateway whose NATS connection runs through a proxy.
-    let nats_address = stack.nats_url().trim_start_matches("nats://").to_owned();
-    let proxy = system_tests::proxy::Proxy::start(nats_address).await;
+    let proxy = system_tests::proxy::Proxy::start(stack.nats_address()).await;
     let gateway = stack
-        .extra_gateway(&format!("nats://127.0.0.1:{}", proxy.port))
+        .extra_gateway(&format!("127.0.0.1:{}", proxy.port))
         .await;
     let token = stack.token("prov1", Role::Provider);
     let mut provider = Client::connect(&gateway.address, Role::Provider, &token)

@@ -86,27 +86,28 @@ while [ "$GATEWAY_PORT" = "$NATS_PORT" ] || [ "$NODEV_PORT" = "$GATEWAY_PORT" ] 
   NODEV_PORT=$(free_port); GATEWAY_PORT=$(free_port)
 done
 
-"$NATS_SERVER_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$TMP/nats" >"$LOGS/nats-server.log" 2>&1 &
-PIDS+=($!)
-wait_for_port 127.0.0.1 "$NATS_PORT" 10 || die "nats-server did not start (see $LOGS/nats-server.log)"
+load_nats_passwords fresh
+start_nats "$NATS_PORT" "$TMP/nats" "$LOGS/nats-server.log"
+PIDS+=("${STARTED_PIDS[@]}"); STARTED_PIDS=()
+export_nats_urls "127.0.0.1:$NATS_PORT"
 
 DATABASE_NAME="marketplace_e2e_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
-export NATS_URL="nats://127.0.0.1:$NATS_PORT"
+export NATS_URL="$NATS_WORKER_URL"
 export DATABASE_URL="$(database_url_for "$DATABASE_NAME")"
 export JWT_SECRET="web-e2e-secret-$RANDOM$RANDOM-$RANDOM$RANDOM-$RANDOM$RANDOM"
 export DISTANCE_TICK_SECS=2 TYPING_TTL_SECS=2 DATABASE_POOL_SIZE=4 RUST_LOG="${RUST_LOG:-info}"
 unset GATEWAY_DEV_MODE
 
-"$BIN/provision" >"$LOGS/provision.log" 2>&1 || { cat "$LOGS/provision.log" >&2; die "provision failed"; }
+NATS_URL="$NATS_ADMIN_URL" "$BIN/provision" >"$LOGS/provision.log" 2>&1 || { cat "$LOGS/provision.log" >&2; die "provision failed"; }
 for worker in lifecycle mediums distance chat expiry; do
   "$BIN/$worker" >"$LOGS/$worker.log" 2>&1 &
   PIDS+=($!)
 done
-GATEWAY_ADDR="127.0.0.1:$GATEWAY_PORT" GATEWAY_DEV_MODE=1 WEB_ROOT="$WEB" \
+NATS_URL="$NATS_GATEWAY_URL" GATEWAY_ADDR="127.0.0.1:$GATEWAY_PORT" GATEWAY_DEV_MODE=1 WEB_ROOT="$WEB" \
   "$BIN/gateway" >"$LOGS/gateway.log" 2>&1 &
 PIDS+=($!)
 # The same system behind a gateway without development mode: the page must ask for a token.
-GATEWAY_ADDR="127.0.0.1:$NODEV_PORT" WEB_ROOT="$WEB" \
+NATS_URL="$NATS_GATEWAY_URL" GATEWAY_ADDR="127.0.0.1:$NODEV_PORT" WEB_ROOT="$WEB" \
   "$BIN/gateway" >"$LOGS/gateway-nodev.log" 2>&1 &
 PIDS+=($!)
 wait_for_port 127.0.0.1 "$GATEWAY_PORT" 30 || die "the gateway did not start (see $LOGS/gateway.log)"

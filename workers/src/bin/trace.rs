@@ -21,11 +21,12 @@ struct Config {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let client = async_nats::connect(&config.nats.nats_url).await?;
+    let client = shared::nats::connect_checked(&config.nats.nats_url, "trace").await?;
     let mut messages = client.subscribe(config.subject.clone()).await?;
     eprintln!(
         "listening on {} at {}",
-        config.subject, config.nats.nats_url
+        config.subject,
+        shared::nats::redacted(&config.nats.nats_url)
     );
     while let Some(message) = messages.next().await {
         let headers = message
