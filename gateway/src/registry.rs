@@ -3,8 +3,11 @@
 //! `conn-id` header, to that one). The subscription starts with the user's first socket and ends
 //! with their last.
 //!
-//! Delivery never waits on a socket: each socket has a bounded queue, and a socket whose queue is
-//! full is evicted (its task closes it), so one slow phone cannot hold up anyone else.
+//! Delivery never waits long on a socket: each socket has a bounded queue, and a socket whose queue
+//! is full is evicted (its task closes it), so one slow phone cannot hold up anyone else. Events
+//! addressed to one socket (a `resume` page, the re-sent messages of a connect) are replays the
+//! socket asked for, often more at once than the queue holds: those wait up to
+//! `REPLAY_PATIENCE` for room, and only a socket that drains nothing in that time is evicted.
 
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
@@ -39,13 +42,34 @@ pub struct ConnectionHandle {
     pub evict: Arc<Notify>,
 }
 
+/// How long an event addressed to one socket waits for room in its queue.
+const REPLAY_PATIENCE: Duration = Duration::from_secs(10);
+
 impl ConnectionHandle {
     /// Queues without waiting; a full queue evicts the socket.
     fn offer(&self, outgoing: Outgoing) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send(outgoing) {
-            metrics::counter!("gateway_slow_client_evictions_total").increment(1);
-            self.evict.notify_one();
+            self.evict_slow();
         }
+    }
+
+    /// Queues, waiting up to `patience` for room; a socket that makes none is evicted.
+    async fn offer_patiently(&self, outgoing: Outgoing, patience: Duration) {
+        match self.outbound.try_send(outgoing) {
+            Err(mpsc::error::TrySendError::Full(outgoing)) => {
+                if let Err(mpsc::error::SendTimeoutError::Timeout(_)) =
+                    self.outbound.send_timeout(outgoing, patience).await
+                {
+                    self.evict_slow();
+                }
+            }
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn evict_slow(&self) {
+        metrics::counter!("gateway_slow_client_evictions_total").increment(1);
+        self.evict.notify_one();
     }
 }
 
@@ -233,17 +257,127 @@ async fn deliver_events(
             tracing::warn!(%user_id, "dropped an event that is not UTF-8");
             continue;
         };
-        let connections = lock(&connections);
-        for connection in connections.iter() {
-            if target
-                .as_deref()
-                .is_none_or(|target| target == &*connection.conn_id)
-            {
-                connection.offer(Outgoing::Frame(frame.clone()));
-            }
+        deliver(
+            &connections,
+            target.as_deref(),
+            close,
+            frame,
+            REPLAY_PATIENCE,
+        )
+        .await;
+    }
+}
+
+/// Hands one event to the user's sockets: to all of them, or to the one named by `target`, which
+/// may wait up to `patience` for room.
+async fn deliver(
+    connections: &Connections,
+    target: Option<&str>,
+    close: bool,
+    frame: Utf8Bytes,
+    patience: Duration,
+) {
+    if let Some(target) = target {
+        let addressed = lock(connections)
+            .iter()
+            .find(|connection| &*connection.conn_id == target)
+            .cloned();
+        if let Some(connection) = addressed {
+            connection
+                .offer_patiently(Outgoing::Frame(frame), patience)
+                .await;
             if close {
                 connection.offer(Outgoing::Close);
             }
         }
+        return;
+    }
+    for connection in lock(connections).iter() {
+        connection.offer(Outgoing::Frame(frame.clone()));
+        if close {
+            connection.offer(Outgoing::Close);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket(conn_id: &str, queue: usize) -> (ConnectionHandle, mpsc::Receiver<Outgoing>) {
+        let (outbound, receiver) = mpsc::channel(queue);
+        let identity = Identity {
+            user_id: String::from("u1"),
+            role: shared::auth::Role::Seeker,
+            name: None,
+        };
+        let handle = ConnectionHandle {
+            conn_id: Arc::from(conn_id),
+            identity: Arc::new(identity),
+            outbound,
+            evict: Arc::new(Notify::new()),
+        };
+        (handle, receiver)
+    }
+
+    async fn evicted(handle: &ConnectionHandle) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), handle.evict.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_replay_to_one_socket_waits_for_room_instead_of_evicting_it() {
+        let (handle, mut receiver) = socket("c1", 4);
+        let connections: Connections = Arc::new(Mutex::new(vec![handle.clone()]));
+        // The socket drains its queue slowly, as a phone does.
+        let reader = tokio::spawn(async move {
+            let mut received = 0;
+            while let Some(Outgoing::Frame(_)) = receiver.recv().await {
+                received += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            received
+        });
+        for _ in 0..40 {
+            let frame = Utf8Bytes::from_static("{\"type\":\"chat_message\"}");
+            deliver(
+                &connections,
+                Some("c1"),
+                false,
+                frame,
+                Duration::from_secs(5),
+            )
+            .await;
+        }
+        assert!(!evicted(&handle).await, "a draining socket was evicted");
+        lock(&connections).clear();
+        drop(handle);
+        assert_eq!(reader.await.expect("reader"), 40);
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_drains_nothing_is_evicted_for_replays_and_at_once_for_broadcasts() {
+        let (handle, _receiver) = socket("c1", 2);
+        let connections: Connections = Arc::new(Mutex::new(vec![handle.clone()]));
+        let frame = || Utf8Bytes::from_static("{}");
+        for _ in 0..2 {
+            deliver(&connections, None, false, frame(), Duration::ZERO).await;
+        }
+        assert!(!evicted(&handle).await);
+        deliver(&connections, None, false, frame(), Duration::from_secs(5)).await;
+        assert!(evicted(&handle).await, "a broadcast to a full queue evicts");
+        deliver(
+            &connections,
+            Some("c1"),
+            false,
+            frame(),
+            Duration::from_millis(20),
+        )
+        .await;
+        assert!(
+            evicted(&handle).await,
+            "a replay that never finds room evicts"
+        );
     }
 }

@@ -3,10 +3,10 @@
 //! token of the wrong role are refused, and learn nothing: the same 404 / "session not found" a
 //! made-up id gets, never a hint that the thing exists.
 
+use futures::StreamExt;
 use serde_json::{Value, json};
 use shared::auth::Role;
 use std::time::Duration;
-use futures::StreamExt;
 use system_tests::{Client, StackOptions, TestStack};
 
 struct World {
@@ -193,7 +193,10 @@ async fn frames_about_someone_elses_session_get_the_same_answer_as_a_made_up_id(
 
 /// A chat frame as only the gateway should be able to put it on NATS: the seeker's identity in the
 /// headers the workers trust.
-fn forged_chat_frame(session_id: &str, text: &str) -> (String, async_nats::HeaderMap, bytes::Bytes) {
+fn forged_chat_frame(
+    session_id: &str,
+    text: &str,
+) -> (String, async_nats::HeaderMap, bytes::Bytes) {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(shared::headers::USER_ID, "s1");
     headers.insert(shared::headers::ROLE, "seeker");
@@ -221,7 +224,11 @@ async fn only_the_gateway_may_publish_client_frames_and_only_workers_user_events
     assert_eq!(provider.expect("chat_message").await["message"], "private");
     // Nobody gets in without a user of nats/server.conf.
     let anonymous = format!("nats://{}", stack.nats_address());
-    assert!(shared::nats::connect_checked(&anonymous, "stranger").await.is_err());
+    assert!(
+        shared::nats::connect_checked(&anonymous, "stranger")
+            .await
+            .is_err()
+    );
 
     // The tracing user sees every subject...
     let trace = stack.nats_as(NatsUser::Trace).await;
@@ -272,12 +279,18 @@ async fn only_the_gateway_may_publish_client_frames_and_only_workers_user_events
         .await
         .expect("the tracing user sees the frame")
         .expect("message");
-    assert_eq!(seen.subject.as_str(), format!("session.{}.chat", world.session_id));
+    assert_eq!(
+        seen.subject.as_str(),
+        format!("session.{}.chat", world.session_id)
+    );
     let worker = stack.nats_as(NatsUser::Worker).await;
     worker
         .publish("user.p1.events", forged_event.to_string().into())
         .await
         .expect("publish");
     worker.flush().await.expect("flush");
-    assert_eq!(provider.expect("chat_message").await["message"], "forged event");
+    assert_eq!(
+        provider.expect("chat_message").await["message"],
+        "forged event"
+    );
 }
