@@ -7,6 +7,7 @@
 
 pub mod api_server;
 pub mod chat;
+pub mod closed_sessions;
 pub mod connections;
 pub mod distance;
 pub mod expiry;

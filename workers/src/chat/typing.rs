@@ -4,8 +4,15 @@
 //! clears it and tells the other party `is_typing: false`. A chat message or `is_typing: false`
 //! clears it at once. The typist gets no echo. Entries also carry a server-side TTL a little
 //! longer than the check, so state never lingers if an instance dies.
+//!
+//! The work per frame is bounded: at most `IN_HAND` frames are handled at once (the rest wait in
+//! the subscription, and core NATS drops what overflows it: typing is best effort), the expiry
+//! checks wait in one queue served by one task (the TTL is the same for all, so first in is
+//! first due), and unknown or ended sessions are remembered briefly (`closed_sessions`) so their
+//! frames cost no query.
 
 use super::Chat;
+use crate::closed_sessions::{Closed, ClosedSessions};
 use crate::outbox::{Delivery, publish};
 use crate::runtime::Sender;
 use async_nats::jetstream::{self, kv};
@@ -22,6 +29,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// Typing frames handled at once by one instance.
+const IN_HAND: usize = 64;
+/// Expiry checks waiting at once; beyond it, the indicator's server-side TTL clears it (without
+/// telling the other party at once).
+const PENDING_EXPIRIES: usize = 65_536;
+
+/// An indicator to check once its TTL passed.
+struct PendingExpiry {
+    due: tokio::time::Instant,
+    session_id: Uuid,
+    role: Role,
+    revision: u64,
+    other_user_id: String,
+}
+
 /// Who is in a live session, cached so typing frames do not read the database each time.
 #[derive(Clone)]
 struct Participants {
@@ -36,6 +58,10 @@ pub struct Typing {
     pool: PgPool,
     ttl: Duration,
     live_sessions: Mutex<HashMap<Uuid, Participants>>,
+    closed: Mutex<ClosedSessions>,
+    /// The latest revision this instance wrote per key: an expiry check for an older one needs
+    /// no bucket read.
+    written: Mutex<HashMap<String, u64>>,
     /// The keys set in the bucket right now, kept by a watch on it, so that the chat messages of a
     /// batch clear only indicators that exist instead of reading the bucket once per message.
     typists: Arc<Mutex<HashSet<String>>>,
@@ -88,6 +114,8 @@ impl Typing {
             pool,
             ttl,
             live_sessions: Mutex::new(HashMap::new()),
+            closed: Mutex::new(ClosedSessions::default()),
+            written: Mutex::new(HashMap::new()),
             typists,
             watching,
         }))
@@ -165,12 +193,24 @@ impl Typing {
             .publish_with_headers(subject, nats_headers, bytes::Bytes::from_static(b"1"))
             .await?
             .await?;
+        if let Ok(mut written) = self.written.lock() {
+            written.insert(key, ack.sequence);
+        }
         Ok(ack.sequence)
     }
 
     /// Clears the indicator if `revision` is still the latest; true when it did.
     async fn expire(&self, session_id: Uuid, role: Role, revision: u64) -> bool {
         let key = key(session_id, role);
+        if let Ok(mut written) = self.written.lock() {
+            match written.get(&key) {
+                // This instance wrote a newer one since: its own check will come.
+                Some(latest) if *latest > revision => return false,
+                _ => {
+                    written.remove(&key);
+                }
+            }
+        }
         match self.store.entry(key.as_str()).await {
             Ok(Some(entry))
                 if entry.operation == kv::Operation::Put && entry.revision == revision =>
@@ -184,38 +224,71 @@ impl Typing {
         }
     }
 
-    /// The session's participants and whether it is live (live sessions are cached).
-    async fn participants(
-        &self,
-        session_id: Uuid,
-    ) -> Result<Option<(Participants, bool)>, sqlx::Error> {
+    /// The participants of a live session, or why its frames are refused (both remembered, so
+    /// repeated frames cost no query).
+    async fn participants(&self, session_id: Uuid) -> Result<Lookup, sqlx::Error> {
         if let Some(found) = self.cached(session_id) {
-            return Ok(Some((found, true)));
+            return Ok(found);
         }
         let mut connection = self.pool.acquire().await?;
         let Some(row) = crate::session::load(&mut connection, session_id).await? else {
-            return Ok(None);
+            self.remember_closed(session_id, Closed::Unknown);
+            return Ok(Lookup::Closed(Closed::Unknown));
         };
         let participants = Participants {
             seeker_id: row.seeker_id.clone(),
             provider_id: row.provider_id.clone(),
         };
-        let live = row.state().is_live();
-        if live && let Ok(mut cache) = self.live_sessions.lock() {
+        if !row.state().is_live() {
+            let closed = Closed::Ended {
+                seeker_id: participants.seeker_id,
+                provider_id: participants.provider_id,
+            };
+            self.remember_closed(session_id, closed.clone());
+            return Ok(Lookup::Closed(closed));
+        }
+        if let Ok(mut cache) = self.live_sessions.lock() {
             cache.insert(session_id, participants.clone());
         }
-        Ok(Some((participants, live)))
+        Ok(Lookup::Live(participants))
     }
 
-    fn cached(&self, session_id: Uuid) -> Option<Participants> {
-        self.live_sessions.lock().ok()?.get(&session_id).cloned()
+    fn cached(&self, session_id: Uuid) -> Option<Lookup> {
+        if let Some(live) = self.live_sessions.lock().ok()?.get(&session_id) {
+            return Some(Lookup::Live(live.clone()));
+        }
+        let closed = self.closed.lock().ok()?;
+        closed.get(&session_id).cloned().map(Lookup::Closed)
     }
 
-    fn forget(&self, session_id: &Uuid) {
-        if let Ok(mut cache) = self.live_sessions.lock() {
-            cache.remove(session_id);
+    fn remember_closed(&self, session_id: Uuid, closed: Closed) {
+        if let Ok(mut remembered) = self.closed.lock() {
+            remembered.remember(session_id, closed);
         }
     }
+
+    /// The session ended: its frames are refused from now on.
+    fn forget(&self, session_id: &Uuid) {
+        let live = self
+            .live_sessions
+            .lock()
+            .ok()
+            .and_then(|mut cache| cache.remove(session_id));
+        if let Some(participants) = live {
+            self.remember_closed(
+                *session_id,
+                Closed::Ended {
+                    seeker_id: participants.seeker_id,
+                    provider_id: participants.provider_id,
+                },
+            );
+        }
+    }
+}
+
+enum Lookup {
+    Live(Participants),
+    Closed(Closed),
 }
 
 pub async fn serve(nats: async_nats::Client, chat: Arc<Chat>) -> anyhow::Result<()> {
@@ -227,11 +300,18 @@ pub async fn serve(nats: async_nats::Client, chat: Arc<Chat>) -> anyhow::Result<
         .await?;
     // Every instance drops its cache entry when a session ends (no queue group).
     let mut ended = nats.subscribe(subjects::SESSIONS_ENDED).await?;
+    let in_hand = Arc::new(tokio::sync::Semaphore::new(IN_HAND));
+    let (expiries, pending) = tokio::sync::mpsc::channel(PENDING_EXPIRIES);
+    tokio::spawn(expire_when_due(nats.clone(), chat.clone(), pending));
     loop {
         tokio::select! {
             Some(frame) = frames.next() => {
-                let (nats, chat) = (nats.clone(), chat.clone());
-                tokio::spawn(async move { handle(&nats, &chat, frame).await });
+                let Ok(permit) = in_hand.clone().acquire_owned().await else { return Ok(()) };
+                let (nats, chat, expiries) = (nats.clone(), chat.clone(), expiries.clone());
+                tokio::spawn(async move {
+                    handle(&nats, &chat, &expiries, frame).await;
+                    drop(permit);
+                });
             }
             Some(notice) = ended.next() => {
                 if let Some(session_id) = subjects::session_id_of(notice.subject.as_str()) {
@@ -243,7 +323,42 @@ pub async fn serve(nats: async_nats::Client, chat: Arc<Chat>) -> anyhow::Result<
     }
 }
 
-async fn handle(nats: &async_nats::Client, chat: &Chat, message: async_nats::Message) {
+/// Checks each written indicator once its TTL passed: one task, in order of writing (which is the
+/// order they fall due).
+async fn expire_when_due(
+    nats: async_nats::Client,
+    chat: Arc<Chat>,
+    mut pending: tokio::sync::mpsc::Receiver<PendingExpiry>,
+) {
+    while let Some(expiry) = pending.recv().await {
+        tokio::time::sleep_until(expiry.due).await;
+        if chat
+            .typing
+            .expire(expiry.session_id, expiry.role, expiry.revision)
+            .await
+        {
+            let event = Event::TypingIndicator {
+                session_id: expiry.session_id,
+                user_type: expiry.role,
+                is_typing: false,
+                timestamp: shared::time::now(),
+            };
+            publish(
+                &nats,
+                &[Delivery::to_user(&expiry.other_user_id, &event)],
+                "",
+            )
+            .await;
+        }
+    }
+}
+
+async fn handle(
+    nats: &async_nats::Client,
+    chat: &Chat,
+    expiries: &tokio::sync::mpsc::Sender<PendingExpiry>,
+    message: async_nats::Message,
+) {
     let (
         Some(Sender {
             user_id,
@@ -263,15 +378,15 @@ async fn handle(nats: &async_nats::Client, chat: &Chat, message: async_nats::Mes
         Delivery::to_socket(&user_id, &conn_id, &event)
     };
     let participants = match chat.typing.participants(session_id).await {
-        Ok(participants) => participants,
+        Ok(Lookup::Live(participants)) => participants,
+        Ok(Lookup::Closed(closed)) => {
+            publish(nats, &[refuse(closed.refusal_for(&user_id))], "").await;
+            return;
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot check a typing frame's session");
             return;
         }
-    };
-    let Some((participants, live)) = participants else {
-        publish(nats, &[refuse(errors::SESSION_NOT_FOUND)], "").await;
-        return;
     };
     let (own_id, other_id) = match role {
         Role::Seeker => (&participants.seeker_id, &participants.provider_id),
@@ -279,10 +394,6 @@ async fn handle(nats: &async_nats::Client, chat: &Chat, message: async_nats::Mes
     };
     if *own_id != user_id {
         publish(nats, &[refuse(errors::SESSION_NOT_FOUND)], "").await;
-        return;
-    }
-    if !live {
-        publish(nats, &[refuse(errors::SESSION_ENDED)], "").await;
         return;
     }
     let is_typing = match serde_json::from_slice::<ClientFrame>(&message.payload) {
@@ -317,8 +428,14 @@ async fn handle(nats: &async_nats::Client, chat: &Chat, message: async_nats::Mes
         }
     };
     publish(nats, &[indicator(true)], "").await;
-    tokio::time::sleep(chat.typing.ttl).await;
-    if chat.typing.expire(session_id, role, revision).await {
-        publish(nats, &[indicator(false)], "").await;
+    let expiry = PendingExpiry {
+        due: tokio::time::Instant::now() + chat.typing.ttl,
+        session_id,
+        role,
+        revision,
+        other_user_id: other_id.clone(),
+    };
+    if expiries.try_send(expiry).is_err() {
+        tracing::warn!("typing expiry queue full; the indicator's server-side TTL will clear it");
     }
 }

@@ -3,6 +3,7 @@
 
 use super::DistanceConfig;
 use super::tracker::{TrackedSession, Tracker};
+use crate::closed_sessions::Closed;
 use crate::outbox::{Delivery, publish};
 use crate::runtime::Sender;
 use serde_json::Value;
@@ -77,6 +78,10 @@ pub async fn handle(
         }) => coordinates(latitude, longitude),
         _ => None,
     };
+    if let Some(closed) = tracker.closed.get(&session_id) {
+        publish(nats, &[refuse(closed.refusal_for(&sender.user_id))], "").await;
+        return;
+    }
     if let std::collections::hash_map::Entry::Vacant(vacant) = tracker.sessions.entry(session_id) {
         match load(pool, session_id).await {
             Ok(Some(stored))
@@ -84,12 +89,16 @@ pub async fn handle(
             {
                 vacant.insert(stored.into_tracked());
             }
-            Ok(Some(stored)) if is_participant(&stored.seeker_id, &stored.provider_id, &sender) => {
-                publish(nats, &[refuse(errors::SESSION_ENDED)], "").await;
-                return;
-            }
-            Ok(_) => {
-                publish(nats, &[refuse(errors::SESSION_NOT_FOUND)], "").await;
+            Ok(stored) => {
+                let closed = match stored {
+                    Some(stored) => Closed::Ended {
+                        seeker_id: stored.seeker_id,
+                        provider_id: stored.provider_id,
+                    },
+                    None => Closed::Unknown,
+                };
+                publish(nats, &[refuse(closed.refusal_for(&sender.user_id))], "").await;
+                tracker.closed.remember(session_id, closed);
                 return;
             }
             Err(error) => {

@@ -1,5 +1,6 @@
 //! The owned sessions' positions, kept in memory between frames.
 
+use crate::closed_sessions::{Closed, ClosedSessions};
 use shared::geo::{self, Position};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -37,10 +38,21 @@ impl TrackedSession {
 #[derive(Default)]
 pub struct Tracker {
     pub sessions: HashMap<Uuid, TrackedSession>,
+    /// Unknown and ended sessions, so their frames are refused without a query each.
+    pub closed: ClosedSessions,
 }
 
 impl Tracker {
+    /// The session ended: stop tracking it, and refuse its frames for a while without a query.
     pub fn forget(&mut self, session_id: &Uuid) {
-        self.sessions.remove(session_id);
+        if let Some(session) = self.sessions.remove(session_id) {
+            self.closed.remember(
+                *session_id,
+                Closed::Ended {
+                    seeker_id: session.seeker_id,
+                    provider_id: session.provider_id,
+                },
+            );
+        }
     }
 }
