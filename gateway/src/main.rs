@@ -207,6 +207,8 @@ fn router(state: SharedState) -> Router {
             "/api/sessions/{session_id}/messages",
             get(rest::list_messages),
         )
+        .route("/api/sessions/{session_id}/read", post(rest::read_up_to))
+        .route("/api/conversations", get(rest::list_conversations))
         .fallback_service(web)
         .with_state(state)
 }

@@ -269,3 +269,45 @@ pub async fn list_messages(
     )
     .await
 }
+
+pub async fn read_up_to(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Query(query): QueryMap,
+    Path(session_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(refusal) = authenticate(&state.verifier, &headers, &query, None) {
+        return refusal.into_response();
+    }
+    if uuid::Uuid::parse_str(&session_id).is_err() {
+        return error(StatusCode::NOT_FOUND, "session not found");
+    }
+    forward(
+        &state,
+        &headers,
+        query,
+        None,
+        api::SESSIONS_READ,
+        Some(session_id),
+        Some(body),
+    )
+    .await
+}
+
+pub async fn list_conversations(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Query(query): QueryMap,
+) -> Response {
+    forward(
+        &state,
+        &headers,
+        query,
+        None,
+        api::CONVERSATIONS_LIST,
+        None,
+        None,
+    )
+    .await
+}

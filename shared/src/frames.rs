@@ -27,6 +27,7 @@ pub enum FrameKind {
     CancelConnection,
     FinishService,
     Resume,
+    MessagesRead,
 }
 
 /// Where the gateway sends a frame of a given kind.
@@ -59,6 +60,7 @@ impl FrameKind {
             "cancel_connection" => FrameKind::CancelConnection,
             "finish_service" => FrameKind::FinishService,
             "resume" => FrameKind::Resume,
+            "messages_read" => FrameKind::MessagesRead,
             _ => return None,
         })
     }
@@ -78,6 +80,7 @@ impl FrameKind {
             FrameKind::CancelConnection => "cancel_connection",
             FrameKind::FinishService => "finish_service",
             FrameKind::Resume => "resume",
+            FrameKind::MessagesRead => "messages_read",
         }
     }
 
@@ -96,9 +99,10 @@ impl FrameKind {
             FrameKind::WorkResponse => Route::Work,
             FrameKind::LocationUpdate => Route::Session(Topic::Location),
             FrameKind::MediumSelection | FrameKind::MediumShare => Route::Session(Topic::Mediums),
-            FrameKind::StartChat | FrameKind::ChatMessage | FrameKind::Resume => {
-                Route::Session(Topic::Chat)
-            }
+            FrameKind::StartChat
+            | FrameKind::ChatMessage
+            | FrameKind::Resume
+            | FrameKind::MessagesRead => Route::Session(Topic::Chat),
             FrameKind::MessageDelivered | FrameKind::MessageRead => Route::Receipt,
             FrameKind::TypingIndicator => Route::Session(Topic::Typing),
             FrameKind::CancelConnection | FrameKind::FinishService => {
@@ -144,6 +148,9 @@ pub enum ClientFrame {
         message: Option<Value>,
         #[serde(default)]
         client_message_id: Option<Value>,
+        /// Boxed: most messages are plain text, and the kind fields would triple every frame's size.
+        #[serde(flatten)]
+        kind_fields: Box<KindFields>,
     },
     MessageDelivered {
         message_id: Uuid,
@@ -175,6 +182,27 @@ pub enum ClientFrame {
         #[serde(default)]
         last_seq: Option<Value>,
     },
+    MessagesRead {
+        session_id: Uuid,
+        #[serde(default)]
+        up_to_seq: Option<Value>,
+    },
+}
+
+/// A `chat_message`'s `kind` (`text` by default, `location`, `image` or `file`) and the fields of
+/// that kind (contract section 9), as sent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct KindFields {
+    pub kind: Option<Value>,
+    #[serde(alias = "lat")]
+    pub latitude: Option<Value>,
+    #[serde(alias = "lng")]
+    pub longitude: Option<Value>,
+    pub url: Option<Value>,
+    pub name: Option<Value>,
+    pub size_bytes: Option<Value>,
+    pub mime_type: Option<Value>,
 }
 
 impl ClientFrame {
@@ -203,6 +231,72 @@ impl ClientFrame {
             ClientFrame::CancelConnection { .. } => FrameKind::CancelConnection,
             ClientFrame::FinishService { .. } => FrameKind::FinishService,
             ClientFrame::Resume { .. } => FrameKind::Resume,
+            ClientFrame::MessagesRead { .. } => FrameKind::MessagesRead,
+        }
+    }
+}
+
+/// What kind of thing a chat message carries (contract section 9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    #[default]
+    Text,
+    Location,
+    Image,
+    File,
+    /// Written by the server (`sender_type: "system"`).
+    System,
+}
+
+impl MessageKind {
+    pub fn parse(name: &str) -> Option<MessageKind> {
+        Some(match name {
+            "text" => MessageKind::Text,
+            "location" => MessageKind::Location,
+            "image" => MessageKind::Image,
+            "file" => MessageKind::File,
+            "system" => MessageKind::System,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "text",
+            MessageKind::Location => "location",
+            MessageKind::Image => "image",
+            MessageKind::File => "file",
+            MessageKind::System => "system",
+        }
+    }
+}
+
+/// A message's kind and the fields of that kind, as events, `resume` and history carry them
+/// (flattened beside `message`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Content {
+    pub kind: MessageKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latitude: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longitude: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+}
+
+impl Content {
+    /// The inbox's preview of a message: its first 100 characters, or `[location]` and the like.
+    pub fn preview(&self, text: &str) -> String {
+        match self.kind {
+            MessageKind::Text | MessageKind::System => text.chars().take(100).collect(),
+            other => format!("[{}]", other.as_str()),
         }
     }
 }
@@ -309,6 +403,23 @@ pub enum Event {
         /// Only when `resume` replays the resuming party's own message, so its outbox can match.
         #[serde(skip_serializing_if = "Option::is_none")]
         client_message_id: Option<String>,
+        #[serde(flatten)]
+        content: Content,
+    },
+    /// A message the server wrote into the chat (section 9).
+    SystemMessage {
+        session_id: Uuid,
+        message_id: Uuid,
+        seq: i64,
+        message: String,
+        timestamp: String,
+    },
+    /// A participant read every message up to `up_to_seq` (section 9), to each sender concerned.
+    MessagesRead {
+        session_id: Uuid,
+        reader_role: Role,
+        up_to_seq: i64,
+        timestamp: String,
     },
     MessageSent {
         message_id: Uuid,
@@ -323,6 +434,8 @@ pub enum Event {
         sender_type: Option<Role>,
         #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        content: Option<Content>,
     },
     MessageStatusUpdate {
         message_id: Uuid,
@@ -409,5 +522,21 @@ pub mod errors {
 
     pub fn not_allowed_for_role(kind: &str, role: &str) -> String {
         format!("{kind} is not allowed for a {role}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preview_is_the_first_100_characters_or_the_kind() {
+        let text = Content::default();
+        assert_eq!(text.preview(&"é".repeat(150)), "é".repeat(100));
+        let image = Content {
+            kind: MessageKind::Image,
+            ..Content::default()
+        };
+        assert_eq!(image.preview("caption"), "[image]");
     }
 }

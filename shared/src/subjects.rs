@@ -186,6 +186,8 @@ pub mod api {
     pub const WORK_ORDERS_GET: &str = "api.work_orders.get";
     pub const SESSIONS_GET: &str = "api.sessions.get";
     pub const MESSAGES_LIST: &str = "api.messages.list";
+    pub const SESSIONS_READ: &str = "api.sessions.read";
+    pub const CONVERSATIONS_LIST: &str = "api.conversations.list";
 }
 
 /// Queue groups: every instance of a worker kind joins its kind's group, so each request or core

@@ -185,7 +185,7 @@ async fn frames_about_someone_elses_session_get_the_same_answer_as_a_made_up_id(
     assert_eq!(
         world
             .stack
-            .count("SELECT count(*) FROM chat_messages")
+            .count("SELECT count(*) FROM chat_messages WHERE kind <> 'system'")
             .await,
         1
     );

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use shared::auth::Role;
 use std::collections::HashSet;
 use std::time::Duration;
-use system_tests::{Client, StackOptions, TestStack};
+use system_tests::{Client, FIRST_SEQ, StackOptions, TestStack};
 
 async fn stack() -> TestStack {
     TestStack::with(
@@ -50,14 +50,19 @@ async fn a_message_is_stored_then_confirmed_and_delivered_to_the_other_party() {
     seeker.expect("chat_ready").await;
     provider.expect("chat_ready").await;
     let sent = seeker.expect("message_sent").await;
-    assert_eq!(sent["seq"], 1);
+    assert_eq!(sent["seq"], FIRST_SEQ);
     assert_eq!(sent["session_id"], session_id.as_str());
     let received = provider.expect("chat_message").await;
     assert_eq!(received["message_id"], sent["message_id"]);
     assert_eq!(received["sender_type"], "seeker");
     assert_eq!(received["message"], "When will you arrive?");
-    assert_eq!(received["seq"], 1);
-    assert_eq!(stack.count("SELECT count(*) FROM chat_messages").await, 1);
+    assert_eq!(received["seq"], FIRST_SEQ);
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM chat_messages WHERE kind <> 'system'")
+            .await,
+        1
+    );
     seeker
         .expect_no("chat_message", Duration::from_millis(200))
         .await;
@@ -72,9 +77,12 @@ async fn fifty_rapid_messages_arrive_in_order() {
     }
     for index in 1..=50 {
         let received = provider.expect("chat_message").await;
-        assert_eq!(received["seq"], index);
+        assert_eq!(received["seq"], FIRST_SEQ - 1 + index);
         assert_eq!(received["message"], format!("m{index}"));
-        assert_eq!(seeker.expect("message_sent").await["seq"], index);
+        assert_eq!(
+            seeker.expect("message_sent").await["seq"],
+            FIRST_SEQ - 1 + index
+        );
     }
 }
 
@@ -115,7 +123,7 @@ async fn two_chat_instances_keep_each_senders_order() {
     );
     assert_eq!(
         stack
-            .count("SELECT count(DISTINCT seq) FROM chat_messages")
+            .count("SELECT count(DISTINCT seq) FROM chat_messages WHERE kind <> 'system'")
             .await,
         200
     );
@@ -138,7 +146,12 @@ async fn a_resend_with_the_same_client_message_id_returns_the_same_message() {
     provider
         .expect_no("chat_message", Duration::from_millis(300))
         .await;
-    assert_eq!(stack.count("SELECT count(*) FROM chat_messages").await, 1);
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM chat_messages WHERE kind <> 'system'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -171,8 +184,13 @@ async fn invalid_messages_are_refused_and_store_nothing() {
         "the refused message is named"
     );
     let longest = say(&mut seeker, &session_id, &"é".repeat(4000)).await;
-    assert_eq!(longest["seq"], 1);
-    assert_eq!(stack.count("SELECT count(*) FROM chat_messages").await, 1);
+    assert_eq!(longest["seq"], FIRST_SEQ);
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM chat_messages WHERE kind <> 'system'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -298,19 +316,19 @@ async fn resume_delivers_exactly_the_missed_messages_in_order() {
     }
     let mut provider = stack.connect("prov1", Role::Provider).await;
     // Connecting alone re-sends what was never marked delivered (contract section 7).
-    for seq in 1..=4 {
+    for seq in FIRST_SEQ..FIRST_SEQ + 4 {
         assert_eq!(provider.expect("chat_message").await["seq"], seq);
     }
     provider
-        .send(json!({"type": "resume", "session_id": session_id, "last_seq": 1}))
+        .send(json!({"type": "resume", "session_id": session_id, "last_seq": FIRST_SEQ}))
         .await;
     let state = provider.expect("session_state").await;
     assert_eq!(state["session_id"], session_id.as_str());
     assert_eq!(state["connection_state"], "waiting");
     assert!(state.get("rating_stars").is_none());
-    for (seq, text) in [(2, "two"), (3, "three"), (4, "four")] {
+    for (seq, text) in [(1, "two"), (2, "three"), (3, "four")] {
         let message = provider.expect("chat_message").await;
-        assert_eq!(message["seq"], seq);
+        assert_eq!(message["seq"], FIRST_SEQ + seq);
         assert_eq!(message["message"], text);
     }
     provider
@@ -342,12 +360,13 @@ async fn history_pages_backwards_with_limit_before_and_has_more() {
         .iter()
         .map(|m| m["seq"].as_i64().expect("seq"))
         .collect();
-    assert_eq!(seqs, vec![5, 6, 7]);
+    // Seq 1 is the system message of the session's start; m1..m7 are 2..8.
+    assert_eq!(seqs, vec![6, 7, 8]);
     assert_eq!(page.body["has_more"], true);
     assert_eq!(page.body["messages"][0]["sender_type"], "seeker");
     let page = http
         .get(
-            &format!("/api/sessions/{session_id}/messages?limit=3&before=5"),
+            &format!("/api/sessions/{session_id}/messages?limit=3&before=6"),
             &token,
         )
         .await
@@ -358,7 +377,7 @@ async fn history_pages_backwards_with_limit_before_and_has_more() {
         .iter()
         .map(|m| m["seq"].as_i64().expect("seq"))
         .collect();
-    assert_eq!(seqs, vec![2, 3, 4]);
+    assert_eq!(seqs, vec![3, 4, 5]);
     assert_eq!(page.body["has_more"], true);
     let page = http
         .get(
@@ -463,7 +482,10 @@ async fn messages_sent_while_no_chat_worker_runs_are_handled_when_one_starts() {
         .await;
     stack.start_worker("chat");
     for index in 1..=5 {
-        assert_eq!(seeker.expect("message_sent").await["seq"], index);
+        assert_eq!(
+            seeker.expect("message_sent").await["seq"],
+            FIRST_SEQ - 1 + index
+        );
         assert_eq!(
             provider.expect("chat_message").await["message"],
             format!("m{index}")
@@ -507,18 +529,20 @@ async fn a_chat_worker_killed_mid_stream_loses_and_duplicates_nothing() {
     }
     assert_eq!(confirmations.len(), total);
     assert_eq!(
-        stack.count("SELECT count(*) FROM chat_messages").await,
+        stack
+            .count("SELECT count(*) FROM chat_messages WHERE kind <> 'system'")
+            .await,
         total as i64
     );
     assert_eq!(
         stack
-            .count("SELECT count(DISTINCT message_text) FROM chat_messages")
+            .count("SELECT count(DISTINCT message_text) FROM chat_messages WHERE kind <> 'system'")
             .await,
         total as i64
     );
     assert_eq!(
         stack.count("SELECT max(seq) FROM chat_messages").await,
-        total as i64
+        FIRST_SEQ - 1 + total as i64
     );
 }
 
@@ -543,14 +567,18 @@ async fn messages_are_deleted_after_retention() {
         .get(&format!("/api/sessions/{session_id}/messages"), &token)
         .await
         .expect_status(200);
-    assert_eq!(
-        kept.body["messages"].as_array().expect("messages").len(),
-        1,
-        "history remains after the end"
-    );
+    let kept: Vec<&Value> = kept.body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|message| message["sender_type"] != "system")
+        .collect();
+    assert_eq!(kept.len(), 1, "history remains after the end");
     let mut remaining = 1;
     for _ in 0..40 {
-        remaining = stack.count("SELECT count(*) FROM chat_messages").await;
+        remaining = stack
+            .count("SELECT count(*) FROM chat_messages WHERE kind <> 'system'")
+            .await;
         if remaining == 0 {
             break;
         }
@@ -593,7 +621,12 @@ async fn chat_after_the_session_ended_is_refused() {
         .send(json!({"type": "typing_indicator", "session_id": session_id, "is_typing": true}))
         .await;
     assert_eq!(seeker.expect_error().await, "session already ended");
-    assert_eq!(stack.count("SELECT count(*) FROM chat_messages").await, 1);
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM chat_messages WHERE kind <> 'system'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -673,10 +706,11 @@ async fn resume_after_a_long_absence_comes_in_pages_of_200_with_has_more() {
     }
     let mut provider = stack.connect("prov1", Role::Provider).await;
     // Connecting alone re-sends the oldest 200 undelivered (contract section 7).
-    for seq in 1..=200 {
+    for seq in FIRST_SEQ..FIRST_SEQ + 200 {
         assert_eq!(provider.expect("chat_message").await["seq"], seq);
     }
-    let mut last_seq = 0;
+    // From after the system message of the session's start (seq 1).
+    let mut last_seq = FIRST_SEQ - 1;
     for (page, (expected, more)) in [(200, true), (200, true), (50, false)]
         .into_iter()
         .enumerate()
@@ -695,7 +729,7 @@ async fn resume_after_a_long_absence_comes_in_pages_of_200_with_has_more() {
             .expect_no("chat_message", Duration::from_millis(200))
             .await;
     }
-    assert_eq!(last_seq, 450);
+    assert_eq!(last_seq, FIRST_SEQ - 1 + 450);
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 mod authorization;
 mod chat;
+mod conversations;
 mod distance;
 mod gateway;
 mod lifecycle;

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use system_tests::{Client, StackOptions, TestStack};
+use system_tests::{Client, FIRST_SEQ, StackOptions, TestStack};
 
 async fn say(client: &mut Client, session_id: &str, text: &str) -> Value {
     client
@@ -48,10 +48,15 @@ async fn a_nul_in_a_chat_message_is_refused_at_once_and_the_next_message_goes_th
     assert_eq!(error["request_type"], "chat_message");
     assert_eq!(error["client_message_id"], "c1");
     let sent = say(&mut seeker, &session_id, "fine").await;
-    assert_eq!(sent["seq"], 1);
+    assert_eq!(sent["seq"], FIRST_SEQ);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(provider.expect("chat_message").await["message"], "fine");
-    assert_eq!(stack.count("SELECT count(*) FROM chat_messages").await, 1);
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM chat_messages WHERE kind <> 'system'")
+            .await,
+        1
+    );
     assert!(stack.dead_letters().await.is_empty());
 }
 
@@ -70,7 +75,10 @@ async fn a_frame_that_does_not_parse_is_refused_without_parser_internals_and_hol
     assert!(!text.contains("line") && !text.contains("column"), "{text}");
     assert_eq!(error["request_type"], "chat_message");
     let started = Instant::now();
-    assert_eq!(say(&mut seeker, &session_id, "next").await["seq"], 1);
+    assert_eq!(
+        say(&mut seeker, &session_id, "next").await["seq"],
+        FIRST_SEQ
+    );
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 
@@ -114,14 +122,17 @@ async fn a_frame_whose_handling_always_fails_is_dead_lettered_and_the_sender_mov
     assert_eq!(error["error"], "could not be processed");
     assert_eq!(error["request_type"], "chat_message");
     let sent = seeker.expect("message_sent").await;
-    assert_eq!(sent["seq"], 1, "the poison frame took no seq");
+    assert_eq!(sent["seq"], FIRST_SEQ, "the poison frame took no seq");
     let dead = stack.dead_letters().await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].0, "dead.chat");
     assert!(dead[0].1.contains("poison for the test"), "{}", dead[0].1);
     assert!(dead[0].2.contains("\"poison\""));
     let started = Instant::now();
-    assert_eq!(say(&mut seeker, &session_id, "and on").await["seq"], 2);
+    assert_eq!(
+        say(&mut seeker, &session_id, "and on").await["seq"],
+        FIRST_SEQ + 1
+    );
     assert!(started.elapsed() < Duration::from_millis(500));
 }
 
@@ -155,7 +166,12 @@ async fn postgres_unreachable_for_a_while_loses_nothing_and_dead_letters_nothing
         let sent = seeker.find("message_sent", Duration::from_secs(15)).await;
         seqs.push(sent.expect("every message is confirmed after the outage")["seq"].as_i64());
     }
-    assert_eq!(seqs, (2..=21).map(Some).collect::<Vec<_>>());
+    assert_eq!(
+        seqs,
+        (FIRST_SEQ + 1..=FIRST_SEQ + 20)
+            .map(Some)
+            .collect::<Vec<_>>()
+    );
     assert_eq!(provider.expect("chat_message").await["message"], "before");
     for index in 0..20 {
         assert_eq!(
@@ -163,7 +179,12 @@ async fn postgres_unreachable_for_a_while_loses_nothing_and_dead_letters_nothing
             format!("m{index}")
         );
     }
-    assert_eq!(stack.count("SELECT count(*) FROM chat_messages").await, 21);
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM chat_messages WHERE kind <> 'system'")
+            .await,
+        21
+    );
     assert!(stack.dead_letters().await.is_empty());
 }
 
@@ -302,7 +323,9 @@ async fn chaos_killed_chat_and_lifecycle_workers_a_nats_restart_and_a_postgres_o
         }
     }
     assert_eq!(confirmed, sessions * messages);
-    let stored = stack.count("SELECT count(*) FROM chat_messages").await;
+    let stored = stack
+        .count("SELECT count(*) FROM chat_messages WHERE kind <> 'system'")
+        .await;
     assert_eq!(
         stored,
         (sessions * messages) as i64,
@@ -310,8 +333,9 @@ async fn chaos_killed_chat_and_lifecycle_workers_a_nats_restart_and_a_postgres_o
     );
     let out_of_order = stack
         .count(
+            // The session's start took seq 1 (its system message).
             "SELECT count(*) FROM chat_messages
-             WHERE substring(message_text from 2)::int + 1 <> seq",
+             WHERE kind <> 'system' AND substring(message_text from 2)::int + 2 <> seq",
         )
         .await;
     assert_eq!(out_of_order, 0, "every sender's seqs follow its send order");
@@ -408,7 +432,9 @@ async fn a_full_inbound_stream_answers_server_busy_and_keeps_what_it_accepted() 
         );
     }
     assert_eq!(
-        stack.count("SELECT count(*) FROM chat_messages").await,
+        stack
+            .count("SELECT count(*) FROM chat_messages WHERE kind <> 'system'")
+            .await,
         accepted as i64
     );
 }

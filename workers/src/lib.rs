@@ -18,4 +18,5 @@ pub mod outbox;
 pub mod runtime;
 pub mod session;
 pub mod startup;
+pub mod system_messages;
 pub mod users;

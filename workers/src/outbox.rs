@@ -62,7 +62,7 @@ impl Outbox {
         self.partition = inbound.partition;
     }
 
-    fn push(&mut self, mut delivery: Delivery) {
+    pub fn push(&mut self, mut delivery: Delivery) {
         if let Some(trace_id) = &self.trace_id {
             delivery.trace_id = trace_id.clone();
         }

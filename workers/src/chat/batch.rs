@@ -9,7 +9,7 @@ use crate::runtime::{Frame, FrameError, Sender};
 use crate::session::{self, SessionRow};
 use chrono::{DateTime, Utc};
 use shared::auth::Role;
-use shared::frames::{ClientFrame, errors};
+use shared::frames::{ClientFrame, Content, errors};
 use shared::subjects::Address;
 use sqlx::{FromRow, PgConnection};
 use std::collections::HashMap;
@@ -54,6 +54,7 @@ struct NewMessage {
     sender_type: &'static str,
     client_message_id: Option<String>,
     text: String,
+    content: Content,
     created_at: DateTime<Utc>,
 }
 
@@ -174,6 +175,7 @@ impl ChatBatch {
         role: Role,
         client_message_id: Option<String>,
         text: String,
+        content: Content,
     ) -> Result<Stored, FrameError> {
         let row = self
             .sessions
@@ -201,6 +203,7 @@ impl ChatBatch {
             sender_type: role.as_str(),
             client_message_id,
             text,
+            content,
             created_at: stored.created_at,
         });
         Ok(stored)
@@ -242,9 +245,11 @@ impl ChatBatch {
                 // A data-modifying WITH always runs to completion: one round trip for both.
                 "WITH stored AS (
                      INSERT INTO chat_messages
-                         (message_id, session_id, seq, sender_id, sender_type, client_message_id, message_text, created_at)
-                     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[]))
-                 UPDATE work_sessions SET last_message_seq = v.seq
+                         (message_id, session_id, seq, sender_id, sender_type, client_message_id, message_text, created_at,
+                          kind, latitude, longitude, url, file_name, size_bytes, mime_type)
+                     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[],
+                          $11::text[], $12::float8[], $13::float8[], $14::text[], $15::text[], $16::bigint[], $17::text[]))
+                 UPDATE work_sessions SET last_message_seq = v.seq, last_activity_at = now()
                  FROM unnest($9::uuid[], $10::bigint[]) AS v(session_id, seq)
                  WHERE work_sessions.session_id = v.session_id",
             )
@@ -258,6 +263,13 @@ impl ChatBatch {
             .bind(messages.iter().map(|m| m.created_at).collect::<Vec<_>>())
             .bind(seq_sessions)
             .bind(seq_values)
+            .bind(messages.iter().map(|m| m.content.kind.as_str()).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.content.latitude).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.content.longitude).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.content.url.as_deref()).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.content.name.as_deref()).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.content.size_bytes).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.content.mime_type.as_deref()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }

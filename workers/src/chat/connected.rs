@@ -4,26 +4,15 @@
 //! yet marked delivered: oldest first, at most `REPLAY_PER_SESSION` per session, same `message_id`
 //! (clients drop what they already have). Core NATS in the chat queue group; read-only.
 
+use super::stored::StoredMessage;
 use crate::connections::{self, Connected};
 use crate::outbox::{Delivery, publish};
-use chrono::{DateTime, Utc};
 use shared::auth::Role;
-use shared::frames::Event;
 use shared::subjects::queue;
-use sqlx::{FromRow, PgPool};
-use uuid::Uuid;
+use sqlx::PgPool;
 
 /// Messages re-sent per session at most (contract section 7); `resume` pages through the rest.
 const REPLAY_PER_SESSION: i64 = 200;
-
-#[derive(FromRow)]
-struct Undelivered {
-    message_id: Uuid,
-    session_id: Uuid,
-    seq: i64,
-    message_text: String,
-    created_at: DateTime<Utc>,
-}
 
 pub async fn serve(nats: async_nats::Client, pool: PgPool) -> anyhow::Result<()> {
     connections::serve(nats.clone(), queue::CHAT, move |connected: Connected| {
@@ -52,9 +41,11 @@ async fn replay(
     // The other party wrote them; the live-session indexes find the user's sessions.
     let query = match role {
         Role::Seeker => {
-            "SELECT m.message_id, m.session_id, m.seq, m.message_text, m.created_at
-             FROM work_sessions s CROSS JOIN LATERAL (
-                 SELECT message_id, session_id, seq, message_text, created_at FROM chat_messages
+            "SELECT m.* FROM work_sessions s CROSS JOIN LATERAL (
+                 SELECT message_id, session_id, seq, sender_type, message_text, delivery_status,
+                        client_message_id, created_at, kind, latitude, longitude, url, file_name,
+                        size_bytes, mime_type
+                 FROM chat_messages
                  WHERE session_id = s.session_id AND sender_type = 'provider' AND delivery_status = 'sent'
                    AND (expires_at IS NULL OR expires_at > now())
                  ORDER BY seq LIMIT $2) m
@@ -62,9 +53,11 @@ async fn replay(
              ORDER BY m.session_id, m.seq"
         }
         Role::Provider => {
-            "SELECT m.message_id, m.session_id, m.seq, m.message_text, m.created_at
-             FROM work_sessions s CROSS JOIN LATERAL (
-                 SELECT message_id, session_id, seq, message_text, created_at FROM chat_messages
+            "SELECT m.* FROM work_sessions s CROSS JOIN LATERAL (
+                 SELECT message_id, session_id, seq, sender_type, message_text, delivery_status,
+                        client_message_id, created_at, kind, latitude, longitude, url, file_name,
+                        size_bytes, mime_type
+                 FROM chat_messages
                  WHERE session_id = s.session_id AND sender_type = 'seeker' AND delivery_status = 'sent'
                    AND (expires_at IS NULL OR expires_at > now())
                  ORDER BY seq LIMIT $2) m
@@ -72,7 +65,7 @@ async fn replay(
              ORDER BY m.session_id, m.seq"
         }
     };
-    let undelivered = sqlx::query_as::<_, Undelivered>(query)
+    let undelivered = sqlx::query_as::<_, StoredMessage>(query)
         .bind(user_id)
         .bind(REPLAY_PER_SESSION)
         .fetch_all(pool)
@@ -82,19 +75,7 @@ async fn replay(
     }
     let deliveries: Vec<Delivery> = undelivered
         .into_iter()
-        .map(|message| {
-            let event = Event::ChatMessage {
-                message_id: message.message_id,
-                session_id: message.session_id,
-                sender_type: role.other(),
-                message: message.message_text,
-                seq: message.seq,
-                delivery_status: String::from("sent"),
-                timestamp: shared::time::rfc3339(message.created_at),
-                client_message_id: None,
-            };
-            Delivery::to_socket(user_id, conn_id, &event)
-        })
+        .map(|message| Delivery::to_socket(user_id, conn_id, &message.event_for(role)))
         .collect();
     tracing::debug!(%user_id, messages = deliveries.len(), "re-sending undelivered messages");
     publish(nats, &deliveries, conn_id).await;

@@ -2,31 +2,11 @@
 //! 50, at most 200) below `before`, oldest first, with `has_more` when older ones exist. For
 //! participants only; ended sessions keep their history until it expires.
 
+use super::stored::{HistoryEntry, StoredMessage};
 use crate::api_server::Caller;
-use serde::Serialize;
 use shared::api::{ApiRequest, ApiResponse};
-use sqlx::{FromRow, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
-
-#[derive(FromRow)]
-struct Row {
-    message_id: Uuid,
-    seq: i64,
-    sender_type: String,
-    message_text: String,
-    delivery_status: String,
-    created_at: chrono::DateTime<chrono::Utc>,
-}
-
-#[derive(Serialize)]
-struct Message {
-    message_id: Uuid,
-    seq: i64,
-    sender_type: String,
-    message: String,
-    delivery_status: String,
-    timestamp: String,
-}
 
 pub async fn list(
     pool: &PgPool,
@@ -62,13 +42,11 @@ pub async fn list(
     {
         return Ok(ApiResponse::not_found("session"));
     }
-    let mut rows = sqlx::query_as::<_, Row>(
-        "SELECT message_id, seq, sender_type, message_text, delivery_status, created_at
-         FROM chat_messages
-         WHERE session_id = $1 AND ($2::bigint IS NULL OR seq < $2)
+    let mut rows = sqlx::query_as::<_, StoredMessage>(crate::stored_message_select!(
+        "WHERE session_id = $1 AND ($2::bigint IS NULL OR seq < $2)
            AND (expires_at IS NULL OR expires_at > now())
-         ORDER BY seq DESC LIMIT $3",
-    )
+         ORDER BY seq DESC LIMIT $3"
+    ))
     .bind(session_id)
     .bind(before)
     .bind(limit + 1)
@@ -77,16 +55,9 @@ pub async fn list(
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     rows.reverse();
-    let messages: Vec<Message> = rows
+    let messages: Vec<HistoryEntry> = rows
         .into_iter()
-        .map(|row| Message {
-            message_id: row.message_id,
-            seq: row.seq,
-            sender_type: row.sender_type,
-            message: row.message_text,
-            delivery_status: row.delivery_status,
-            timestamp: shared::time::rfc3339(row.created_at),
-        })
+        .map(StoredMessage::into_history_entry)
         .collect();
     Ok(ApiResponse::ok(
         serde_json::json!({ "messages": messages, "has_more": has_more }),

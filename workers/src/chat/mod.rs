@@ -5,10 +5,13 @@
 mod batch;
 mod chat_message;
 mod connected;
+mod conversations;
 mod history;
+mod read_up_to;
 mod receipts;
 mod resume;
 mod start_chat;
+mod stored;
 mod typing;
 
 use crate::api_server::{self, ApiHandler, Caller};
@@ -61,17 +64,20 @@ impl BatchHandler for Chat {
                     session_id,
                     message,
                     client_message_id,
+                    kind_fields,
                 } => {
-                    chat_message::handle(
-                        tx,
-                        &mut batch,
-                        sender,
-                        session_id,
+                    let draft = chat_message::Draft {
                         message,
                         client_message_id,
-                        outbox,
-                    )
-                    .await
+                        kind_fields: *kind_fields,
+                    };
+                    chat_message::handle(tx, &mut batch, sender, session_id, draft, outbox).await
+                }
+                ClientFrame::MessagesRead {
+                    session_id,
+                    up_to_seq,
+                } => {
+                    read_up_to::handle(tx, &mut batch, sender, session_id, up_to_seq, outbox).await
                 }
                 ClientFrame::Resume {
                     session_id,
@@ -124,6 +130,10 @@ impl ApiHandler for Chat {
     async fn handle(&self, subject: &str, caller: Caller, request: ApiRequest) -> ApiResponse {
         let result = match subject {
             api::MESSAGES_LIST => history::list(&self.pool, &caller, request).await,
+            api::SESSIONS_READ => {
+                read_up_to::over_rest(&self.nats, &self.pool, &caller, request).await
+            }
+            api::CONVERSATIONS_LIST => conversations::list(&self.pool, &caller, request).await,
             _ => Ok(ApiResponse::not_found("route")),
         };
         result.unwrap_or_else(|error| {
@@ -142,7 +152,12 @@ pub async fn run(
     let (nats, pool) = (chat.nats.clone(), chat.pool.clone());
     tokio::select! {
         result = runtime::run(nats.clone(), pool, "chat", config, chat.clone(), stopping) => result,
-        result = api_server::serve(nats.clone(), &[api::MESSAGES_LIST], queue::CHAT, chat.clone()) => result,
+        result = api_server::serve(
+            nats.clone(),
+            &[api::MESSAGES_LIST, api::SESSIONS_READ, api::CONVERSATIONS_LIST],
+            queue::CHAT,
+            chat.clone(),
+        ) => result,
         result = connected::serve(nats.clone(), chat.pool.clone()) => result,
         result = typing::serve(nats, chat.clone()) => result,
     }

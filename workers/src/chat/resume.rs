@@ -1,31 +1,20 @@
 //! `resume` after a reconnect: `session_state` (the snapshot as REST shows it, and `has_more`),
 //! then the stored messages with `seq > last_seq`, in order, at most `RESUME_PAGE` of them, as
-//! `chat_message` frames, to the resuming socket only. A phone back from a long absence pages
+//! `chat_message` frames (the server's own as `system_message`), to the resuming socket only. A phone back from a long absence pages
 //! through with further `resume`s instead of getting a burst its socket queue cannot hold.
 //! Read-only.
 
 use super::batch::ChatBatch;
+use super::stored::StoredMessage;
 use crate::outbox::Outbox;
 use crate::runtime::{FrameError, Sender};
 use serde_json::Value;
-use shared::auth::Role;
 use shared::frames::Event;
-use sqlx::{FromRow, PgConnection};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// Messages one `resume` answers with at most (contract section 4).
 pub const RESUME_PAGE: i64 = 200;
-
-#[derive(FromRow)]
-struct Missed {
-    message_id: Uuid,
-    seq: i64,
-    sender_type: String,
-    message_text: String,
-    delivery_status: String,
-    client_message_id: Option<String>,
-    created_at: chrono::DateTime<chrono::Utc>,
-}
 
 pub async fn handle(
     tx: &mut PgConnection,
@@ -50,12 +39,10 @@ pub async fn handle(
     };
     // Messages earlier in this batch are part of what the client missed.
     batch.flush(tx).await?;
-    let mut missed = sqlx::query_as::<_, Missed>(
-        "SELECT message_id, seq, sender_type, message_text, delivery_status, client_message_id, created_at
-         FROM chat_messages
-         WHERE session_id = $1 AND seq > $2 AND (expires_at IS NULL OR expires_at > now())
-         ORDER BY seq LIMIT $3",
-    )
+    let mut missed = sqlx::query_as::<_, StoredMessage>(crate::stored_message_select!(
+        "WHERE session_id = $1 AND seq > $2 AND (expires_at IS NULL OR expires_at > now())
+         ORDER BY seq LIMIT $3"
+    ))
     .bind(session_id)
     .bind(last_seq)
     .bind(RESUME_PAGE + 1)
@@ -72,26 +59,7 @@ pub async fn handle(
         },
     );
     for message in missed {
-        let sender_type = if message.sender_type == "seeker" {
-            Role::Seeker
-        } else {
-            Role::Provider
-        };
-        outbox.to_socket(
-            &sender.user_id,
-            &sender.conn_id,
-            &Event::ChatMessage {
-                message_id: message.message_id,
-                session_id,
-                sender_type,
-                message: message.message_text,
-                seq: message.seq,
-                delivery_status: message.delivery_status,
-                timestamp: shared::time::rfc3339(message.created_at),
-                // The resuming party's own messages carry their client id; the other party's never do.
-                client_message_id: message.client_message_id.filter(|_| sender_type == role),
-            },
-        );
+        outbox.to_socket(&sender.user_id, &sender.conn_id, &message.event_for(role));
     }
     Ok(())
 }

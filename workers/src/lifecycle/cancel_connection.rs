@@ -33,6 +33,14 @@ pub async fn handle(
         .bind(row.work_id)
         .execute(&mut *tx)
         .await?;
+    crate::system_messages::write(
+        tx,
+        session_id,
+        &crate::system_messages::session_cancelled(role),
+        &[&row.seeker_id, &row.provider_id],
+        outbox,
+    )
+    .await?;
     super::finish_service::start_chat_expiry(tx, session_id, chat_retention).await?;
     set_provider_active(tx, &row.provider_id, true).await?;
     set_seeker_searching(tx, &row.seeker_id, true).await?;

@@ -85,6 +85,14 @@ pub async fn handle(
         .bind(row.work_id)
         .execute(&mut *tx)
         .await?;
+    crate::system_messages::write(
+        tx,
+        session_id,
+        &crate::system_messages::session_finished(role),
+        &[&row.seeker_id, &row.provider_id],
+        outbox,
+    )
+    .await?;
     start_chat_expiry(tx, session_id, chat_retention).await?;
     let finished = |message: String| Event::ServiceFinished {
         session_id,
@@ -105,14 +113,17 @@ pub async fn handle(
 }
 
 /// Messages of an ended session expire `chat_retention` after the end; the expiry worker
-/// deletes them.
+/// deletes them, and the inbox stops listing the session then.
 pub async fn start_chat_expiry(
     tx: &mut PgConnection,
     session_id: Uuid,
     chat_retention: Duration,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE chat_messages SET expires_at = now() + make_interval(secs => $2) WHERE session_id = $1",
+        "WITH session AS (
+             UPDATE work_sessions SET chat_expires_at = now() + make_interval(secs => $2)
+             WHERE session_id = $1)
+         UPDATE chat_messages SET expires_at = now() + make_interval(secs => $2) WHERE session_id = $1",
     )
     .bind(session_id)
     .bind(chat_retention.as_secs_f64())

@@ -111,6 +111,14 @@ async fn accept(
         &order.seeker_id,
         &accepted("Provider accepted your request"),
     );
+    crate::system_messages::write(
+        tx,
+        session_id,
+        crate::system_messages::SESSION_STARTED,
+        &[&order.seeker_id, &order.provider_id],
+        outbox,
+    )
+    .await?;
     Ok(())
 }
 

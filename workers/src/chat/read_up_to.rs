@@ -1,0 +1,121 @@
+//! Read up to a `seq` (contract section 9): `{"type":"messages_read","session_id","up_to_seq"}` over
+//! the socket, or `POST /api/sessions/{id}/read {up_to_seq}`. Every message of the other parties
+//! with `seq <= up_to_seq` not yet read becomes read (delivered implied); each sender whose
+//! messages changed gets one `messages_read` event, and no per-message `message_status_update`.
+//! Nothing changed, no event. Works on ended sessions too (their chat is still in the inbox until
+//! it expires); the socket path has them closed anyway.
+
+use super::batch::ChatBatch;
+use crate::api_server::Caller;
+use crate::outbox::{Delivery, Outbox, publish};
+use crate::runtime::{FrameError, Sender};
+use serde_json::Value;
+use shared::api::{ApiRequest, ApiResponse};
+use shared::auth::Role;
+use shared::frames::Event;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+const INVALID_UP_TO_SEQ: &str = "up_to_seq must be a non-negative integer";
+
+fn up_to_seq_of(value: Option<&Value>) -> Option<i64> {
+    value.and_then(Value::as_i64).filter(|seq| *seq >= 0)
+}
+
+/// Marks the other parties' messages up to `up_to_seq` read; returns the events for their senders.
+async fn mark_read(
+    tx: &mut PgConnection,
+    session_id: Uuid,
+    reader: Role,
+    up_to_seq: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    let mut senders: Vec<(String, String)> = sqlx::query_as(
+        "UPDATE chat_messages SET delivery_status = 'read', read_at = now(),
+             delivered_at = COALESCE(delivered_at, now())
+         WHERE session_id = $1 AND seq <= $2 AND delivery_status <> 'read'
+           AND sender_type <> $3 AND sender_type <> 'system'
+         RETURNING sender_id, sender_type",
+    )
+    .bind(session_id)
+    .bind(up_to_seq)
+    .bind(reader.as_str())
+    .fetch_all(&mut *tx)
+    .await?;
+    senders.sort();
+    senders.dedup();
+    let event = Event::MessagesRead {
+        session_id,
+        reader_role: reader,
+        up_to_seq,
+        timestamp: shared::time::now(),
+    };
+    Ok(senders
+        .iter()
+        .map(|(sender_id, _)| Delivery::to_user(sender_id, &event))
+        .collect())
+}
+
+/// The `messages_read` frame, in its session's order with the chat messages it covers.
+pub async fn handle(
+    tx: &mut PgConnection,
+    batch: &mut ChatBatch,
+    sender: &Sender,
+    session_id: Uuid,
+    up_to_seq: Option<Value>,
+    outbox: &mut Outbox,
+) -> Result<(), FrameError> {
+    let (_, role) = batch.participant(session_id, sender)?;
+    let Some(up_to_seq) = up_to_seq_of(up_to_seq.as_ref()) else {
+        return Err(FrameError::refused(INVALID_UP_TO_SEQ, Some(session_id)));
+    };
+    // Messages and receipts earlier in this batch are what the reader has seen.
+    batch.flush(tx).await?;
+    for delivery in mark_read(tx, session_id, role, up_to_seq).await? {
+        outbox.push(delivery);
+    }
+    Ok(())
+}
+
+/// `POST /api/sessions/{id}/read {up_to_seq}` -> `{session_id, up_to_seq, unread_count}`.
+pub async fn over_rest(
+    nats: &async_nats::Client,
+    pool: &PgPool,
+    caller: &Caller,
+    request: ApiRequest,
+) -> anyhow::Result<ApiResponse> {
+    let Some(session_id) = request
+        .id
+        .as_deref()
+        .and_then(|id| Uuid::parse_str(id).ok())
+    else {
+        return Ok(ApiResponse::not_found("session"));
+    };
+    let mut tx = pool.begin().await?;
+    // Locked like a chat batch does, so the two never interleave on one session.
+    let session = crate::session::load_for_update(&mut tx, session_id).await?;
+    let Some(role) = session.and_then(|row| row.role_of(&caller.user_id, caller.role)) else {
+        return Ok(ApiResponse::not_found("session"));
+    };
+    let body = request.body.unwrap_or(Value::Null);
+    let Some(up_to_seq) = up_to_seq_of(body.get("up_to_seq")) else {
+        return Ok(ApiResponse::error(422, INVALID_UP_TO_SEQ));
+    };
+    let deliveries = mark_read(&mut tx, session_id, role, up_to_seq).await?;
+    let unread_count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM chat_messages
+         WHERE session_id = $1 AND delivery_status <> 'read'
+           AND sender_type <> $2 AND sender_type <> 'system'
+           AND (expires_at IS NULL OR expires_at > now())",
+    )
+    .bind(session_id)
+    .bind(role.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    publish(nats, &deliveries, "").await;
+    Ok(ApiResponse::ok(serde_json::json!({
+        "session_id": session_id,
+        "up_to_seq": up_to_seq,
+        "unread_count": unread_count,
+    })))
+}
