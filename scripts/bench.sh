@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the release binaries and runs the benchmarks (numbers, not pass/fail):
-#   scripts/bench.sh            # chat, distance and sockets
+#   scripts/bench.sh            # chat, distance, sockets and inbox
 #   scripts/bench.sh chat       # one of them
 # Uses the machine's Postgres (or starts one) and a local nats-server >= 2.11 (installed if missing).
 set -euo pipefail
@@ -13,7 +13,7 @@ export NATS_SERVER_BIN DATABASE_ADMIN_URL
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo build --release --bins -q
 export MARKETPLACE_BIN_DIR="$ROOT/target/release" RUST_LOG=warn
-for bench in "${@:-chat distance sockets}"; do
+for bench in "${@:-chat distance sockets inbox}"; do
   for name in $bench; do
     echo "== $name"
     "$ROOT/target/release/bench" "$name"

@@ -408,6 +408,7 @@ function createPane(root, role, { devMode, defaults }) {
     c.on('provider_mediums_shared', mine((f) => { theirMediums.textContent = `The provider's contacts: ${formatMediums(f.mediums)}`; }));
     c.on('chat_ready', mine(() => chat.classList.add('open')));
     c.on('chat_message', mine(onChatMessage));
+    c.on('system_message', mine(onSystemMessage));
     c.on('chat_pending', mine(onChatPending));
     c.on('chat_confirmed', mine(onChatConfirmed));
     c.on('chat_failed', mine(onChatFailed));
@@ -651,10 +652,24 @@ function createPane(root, role, { devMode, defaults }) {
     ticks.setAttribute('aria-label', label);
   }
 
-  function bubble({ mine, sender_type, message, timestamp, status }) {
+  /** What a message shows: its text, or for other kinds a link (location, file) or the image. */
+  function body({ kind, message, latitude, longitude, url, name }) {
+    const caption = message ? h('span', { class: 'caption' }, message) : null;
+    if (kind === 'location' && typeof latitude === 'number' && typeof longitude === 'number') {
+      const href = `https://www.openstreetmap.org/?mlat=${latitude}&mlon=${longitude}#map=17/${latitude}/${longitude}`;
+      return h('span', { class: 'text' }, h('a', { href, target: '_blank', rel: 'noopener' }, `📍 ${latitude.toFixed(5)}, ${longitude.toFixed(5)}`), caption);
+    }
+    if ((kind === 'image' || kind === 'file') && typeof url === 'string' && url.startsWith('https://')) {
+      const link = h('a', { href: url, target: '_blank', rel: 'noopener noreferrer' }, kind === 'image' ? h('img', { src: url, alt: name || 'image', class: 'attachment' }) : `📎 ${name || url}`);
+      return h('span', { class: 'text' }, link, caption);
+    }
+    return h('span', { class: 'text' }, message);
+  }
+
+  function bubble({ mine, sender_type, message, timestamp, status, kind, latitude, longitude, url, name }) {
     const el = h('li', { class: `msg ${mine ? 'mine' : 'theirs'}` },
       h('span', { class: 'sender' }, LABEL[sender_type]),
-      h('span', { class: 'text' }, message),
+      body({ kind, message, latitude, longitude, url, name }),
       h('span', { class: 'meta' }, h('time', {}, timeOf(timestamp)), mine ? h('span', { class: 'ticks' }) : null));
     if (mine) setTicks(el, status);
     return el;
@@ -680,6 +695,12 @@ function createPane(root, role, { devMode, defaults }) {
     place(el, message.seq);
     if (!message.mine && message.status !== 'read') watchForRead(el, message.message_id);
     if (!message.mine) typing.hidden = true;
+  }
+
+  function onSystemMessage({ message_id, seq, message }) {
+    const el = h('li', { class: 'msg system' }, h('span', { class: 'text' }, message));
+    el.dataset.messageId = message_id;
+    place(el, seq);
   }
 
   function onChatPending({ client_message_id, message }) {

@@ -427,6 +427,9 @@ export class PartyClient extends Emitter {
       case 'chat_message':
         this.onChatMessage(frame);
         return;
+      case 'system_message':
+        this.onSystemMessage(frame);
+        return;
       case 'message_sent':
         this.onMessageSent(frame);
         return;
@@ -456,14 +459,31 @@ export class PartyClient extends Emitter {
     }
   }
 
+  /** A resume page counts every message it replays; after the last one, ask for the next page. */
+  countResumed() {
+    if (this.resumePageLeft > 0) {
+      this.resumePageLeft -= 1;
+      if (this.resumePageLeft === 0) this.sendFrame({ type: 'resume', session_id: this.session.id, last_seq: this.resumeFrom() });
+    }
+  }
+
+  /** A message the server wrote into the chat (the start, the end): shown once, by message_id. */
+  onSystemMessage(frame) {
+    const session = this.session;
+    if (frame.session_id !== session.id) return;
+    this.noteSeq(frame.seq);
+    this.countResumed();
+    if (session.messages.has(frame.message_id)) return;
+    const message = { message_id: frame.message_id, seq: frame.seq, sender_type: 'system', kind: 'system', message: frame.message, timestamp: frame.timestamp, mine: false, status: 'read', receipt: 'read' };
+    session.messages.set(frame.message_id, message);
+    this.emit('system_message', { ...message });
+  }
+
   onChatMessage(frame) {
     const session = this.session;
     if (frame.session_id !== session.id) return;
     this.noteSeq(frame.seq);
-    if (this.resumePageLeft > 0 && frame.type === 'chat_message') {
-      this.resumePageLeft -= 1;
-      if (this.resumePageLeft === 0) this.sendFrame({ type: 'resume', session_id: session.id, last_seq: this.resumeFrom() });
-    }
+    this.countResumed();
     const mine = frame.sender_type === this.role;
     const known = session.messages.get(frame.message_id);
     if (known) {
@@ -482,6 +502,14 @@ export class PartyClient extends Emitter {
       sender_type: frame.sender_type,
       message: frame.message,
       timestamp: frame.timestamp,
+      // Section 9: a location, an image or a file by its https address, with their fields.
+      kind: frame.kind ?? 'text',
+      latitude: frame.latitude,
+      longitude: frame.longitude,
+      url: frame.url,
+      name: frame.name,
+      mime_type: frame.mime_type,
+      size_bytes: frame.size_bytes,
       mine,
       status,
       // For others' messages: the strongest receipt the server has or that we sent.

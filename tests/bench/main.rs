@@ -6,9 +6,11 @@
 //!   bench distance  distance worker CPU per 1,000 location updates and update delay p50/p99
 //!   bench sockets   gateway memory per idle socket
 //!   bench soak      ten minutes of chat at 1,000 msg/s beside 2,000 idle sockets: memory stays flat
+//!   bench inbox     the inbox of a seeker with 2,000 ended sessions: latency and query plan
 
 mod chat;
 mod distance;
+mod inbox;
 mod sockets;
 
 use hdrhistogram::Histogram;
@@ -81,9 +83,10 @@ async fn main() -> anyhow::Result<()> {
         "distance" => distance::run().await,
         "sockets" => sockets::run().await,
         "soak" => chat::soak().await,
+        "inbox" => inbox::run().await,
         _ => {
             eprintln!(
-                "usage: bench chat|distance|sockets|soak  (scripts/bench.sh runs all but soak)"
+                "usage: bench chat|distance|sockets|inbox|soak  (scripts/bench.sh runs all but soak)"
             );
             std::process::exit(2);
         }

@@ -92,7 +92,7 @@ async function until(check, description, timeout = WAIT_MS) {
 
 /** The chat as a pane shows it: [{text, sender, mine, status, seq}] in screen order. */
 function chatOf(role) {
-  return page.evaluate((role) => [...document.querySelectorAll(`#${role}-pane .chat-log .msg`)].map((el) => ({
+  return page.evaluate((role) => [...document.querySelectorAll(`#${role}-pane .chat-log .msg:not(.system)`)].map((el) => ({
     text: el.querySelector('.text').textContent,
     sender: el.querySelector('.sender').textContent,
     mine: el.classList.contains('mine'),
@@ -246,6 +246,10 @@ async function main() {
       await expectMessageOnce('seeker', 'Hi! Are you on your way?', { mine: true, status: 'read' });
       await expectText(S.locator('.msg.mine[data-status="read"] .ticks'), '✓✓');
       await expectText(P.locator('.msg.theirs .sender'), 'Seeker');
+      // The server's own message of the session's start (contract section 9), in both panes.
+      for (const pane of [S, P]) {
+        await expectText(pane.locator('.msg.system'), 'The provider accepted the work order. Chat is now active.');
+      }
     });
 
     await step('chat provider to seeker with read ticks', async () => {
