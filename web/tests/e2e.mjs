@@ -304,8 +304,9 @@ async function main() {
       if (JSON.stringify(order(seekerChat)) !== JSON.stringify(order(providerChat))) {
         throw new Error(`the two panes show different chats:\n  seeker:   ${order(seekerChat).join(' | ')}\n  provider: ${order(providerChat).join(' | ')}`);
       }
+      // Seq 1 is the system message of the session's start; the parties' messages follow.
       const seqs = seekerChat.map((m) => m.seq);
-      if (seqs.some((seq, i) => seq !== i + 1)) throw new Error(`seq should run 1..${seqs.length}, got ${seqs.join(',')}`);
+      if (seqs.some((seq, i) => seq !== i + 2)) throw new Error(`seq should run 2..${seqs.length + 1}, got ${seqs.join(',')}`);
       if (seekerChat.length !== 7) throw new Error(`expected 7 messages in all, found ${seekerChat.length}: ${order(seekerChat).join(' | ')}`);
     });
 
