@@ -4,6 +4,7 @@
 
 mod auth;
 mod dev;
+mod presence;
 mod registry;
 mod rest;
 mod socket;
@@ -158,6 +159,7 @@ async fn announce_after_reconnects(
     while reconnects.changed().await.is_ok() {
         tokio::time::sleep(REANNOUNCE_AFTER).await;
         reconnects.borrow_and_update();
+        state.registry.restate_presence();
         let sockets = state.registry.sockets();
         tracing::info!(
             sockets = sockets.len(),

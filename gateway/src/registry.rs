@@ -88,6 +88,7 @@ pub struct Registry {
 
 struct Inner {
     nats: async_nats::Client,
+    presence: crate::presence::Presence,
     users: Mutex<HashMap<String, UserEntry>>,
     /// Unique per process start, so connection and frame ids never repeat across instances or
     /// restarts (they double as JetStream de-duplication ids).
@@ -119,14 +120,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Registry {
     pub fn new(nats: async_nats::Client) -> Registry {
+        let instance = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         Registry {
             inner: Arc::new(Inner {
+                presence: crate::presence::Presence::start(nats.clone(), instance.clone()),
                 nats,
                 users: Mutex::new(HashMap::new()),
-                instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+                instance,
                 next_connection: AtomicU64::new(1),
             }),
         }
+    }
+
+    /// States again every user who holds a socket here (after a NATS reconnect).
+    pub fn restate_presence(&self) {
+        let user_ids: Vec<String> = lock(&self.inner.users).keys().cloned().collect();
+        self.inner.presence.resync(user_ids);
     }
 
     /// Every socket on this gateway, with who holds it.
@@ -183,6 +192,7 @@ impl Registry {
                             delivery,
                         },
                     );
+                    self.inner.presence.arrived(&identity.user_id);
                     ready
                 }
             }
@@ -213,6 +223,7 @@ impl Registry {
         if now_empty && let Some(entry) = users.remove(user_id) {
             // Dropping the subscription inside the task unsubscribes.
             entry.delivery.abort();
+            self.inner.presence.left(user_id);
         }
     }
 

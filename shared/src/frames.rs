@@ -322,6 +322,15 @@ pub struct SessionSnapshot {
     pub rating_description: Option<Option<String>>,
     /// The highest chat `seq` stored so far, so a resuming client knows what exists.
     pub last_seq: i64,
+    /// Who is online (contract section 8).
+    pub presence: Presence,
+}
+
+/// Which participants of a session are online.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Presence {
+    pub seeker: bool,
+    pub provider: bool,
 }
 
 /// Everything the server sends on a socket.
@@ -412,6 +421,13 @@ pub enum Event {
         message_id: Uuid,
         seq: i64,
         message: String,
+        timestamp: String,
+    },
+    /// A participant came online or went offline (section 8), to the other participants.
+    Presence {
+        session_id: Uuid,
+        role: Role,
+        online: bool,
         timestamp: String,
     },
     /// A participant read every message up to `up_to_seq` (section 9), to each sender concerned.

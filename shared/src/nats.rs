@@ -88,6 +88,9 @@ pub fn partition_consumer(
 
 /// KV bucket holding typing state (`<session_id>.<role>` keys with per-key TTL).
 pub const TYPING_BUCKET: &str = "typing";
+/// KV bucket of presence (contract section 8): `socket.<user>.<gateway>` and `gateway.<gateway>`
+/// written by gateways, `online.<user>` by the lifecycle worker.
+pub const PRESENCE_BUCKET: &str = "presence";
 /// KV bucket holding leases on periodic work.
 pub const LEASES_BUCKET: &str = "leases";
 

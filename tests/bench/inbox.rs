@@ -84,7 +84,11 @@ pub async fn run() -> anyhow::Result<()> {
             deep_cursor = Some(format!("{}_{id}", at.timestamp_micros()));
         }
         if call >= 20 {
-            let histogram = if deep { &mut deep_page } else { &mut first_page };
+            let histogram = if deep {
+                &mut deep_page
+            } else {
+                &mut first_page
+            };
             histogram.record(elapsed)?;
         }
     }

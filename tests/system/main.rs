@@ -8,4 +8,5 @@ mod gateway;
 mod lifecycle;
 mod limits;
 mod mediums;
+mod presence;
 mod runtime;

@@ -93,6 +93,20 @@ impl SessionRow {
         }
     }
 
+    /// The snapshot as `viewer` may see it, with who is online (from the presence bucket).
+    pub async fn snapshot_with_presence(
+        &self,
+        viewer: Role,
+        presence: &async_nats::jetstream::kv::Store,
+    ) -> SessionSnapshot {
+        let mut snapshot = self.snapshot(viewer);
+        snapshot.presence = shared::frames::Presence {
+            seeker: crate::lifecycle::presence::is_online(presence, &self.seeker_id).await,
+            provider: crate::lifecycle::presence::is_online(presence, &self.provider_id).await,
+        };
+        snapshot
+    }
+
     /// The snapshot as `viewer` may see it (the rating only for the seeker).
     pub fn snapshot(&self, viewer: Role) -> SessionSnapshot {
         let seeker_view = viewer == Role::Seeker;
@@ -117,6 +131,7 @@ impl SessionRow {
             rating_stars: seeker_view.then_some(self.rating_stars),
             rating_description: seeker_view.then(|| self.rating_description.clone()),
             last_seq: self.last_message_seq,
+            presence: shared::frames::Presence::default(),
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct Chat {
     pub nats: async_nats::Client,
     pub pool: PgPool,
     pub typing: Arc<typing::Typing>,
+    /// The presence bucket, for the snapshot `resume` answers with.
+    pub presence: async_nats::jetstream::kv::Store,
 }
 
 impl Chat {
@@ -40,7 +42,13 @@ impl Chat {
         typing_ttl: Duration,
     ) -> anyhow::Result<Chat> {
         let typing = typing::Typing::new(&nats, pool.clone(), typing_ttl).await?;
-        Ok(Chat { nats, pool, typing })
+        let presence = crate::lifecycle::presence::open(&nats).await?;
+        Ok(Chat {
+            nats,
+            pool,
+            typing,
+            presence,
+        })
     }
 }
 
@@ -82,7 +90,13 @@ impl BatchHandler for Chat {
                 ClientFrame::Resume {
                     session_id,
                     last_seq,
-                } => resume::handle(tx, &mut batch, sender, session_id, last_seq, outbox).await,
+                } => {
+                    let page = resume::Page {
+                        session_id,
+                        last_seq,
+                    };
+                    resume::handle(tx, &mut batch, sender, page, &self.presence, outbox).await
+                }
                 ClientFrame::MessageDelivered {
                     message_id,
                     session_id,

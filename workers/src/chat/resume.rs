@@ -16,14 +16,24 @@ use uuid::Uuid;
 /// Messages one `resume` answers with at most (contract section 4).
 pub const RESUME_PAGE: i64 = 200;
 
+/// What a `resume` frame asks for.
+pub struct Page {
+    pub session_id: Uuid,
+    pub last_seq: Option<Value>,
+}
+
 pub async fn handle(
     tx: &mut PgConnection,
     batch: &mut ChatBatch,
     sender: &Sender,
-    session_id: Uuid,
-    last_seq: Option<Value>,
+    page: Page,
+    presence: &async_nats::jetstream::kv::Store,
     outbox: &mut Outbox,
 ) -> Result<(), FrameError> {
+    let Page {
+        session_id,
+        last_seq,
+    } = page;
     let (row, role) = batch.participant(session_id, sender)?;
     let last_seq = match last_seq {
         None | Some(Value::Null) => 0,
@@ -54,7 +64,7 @@ pub async fn handle(
         &sender.user_id,
         &sender.conn_id,
         &Event::SessionState {
-            snapshot: row.snapshot(role),
+            snapshot: row.snapshot_with_presence(role, presence).await,
             has_more,
         },
     );

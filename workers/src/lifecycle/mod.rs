@@ -5,6 +5,7 @@
 mod cancel_connection;
 mod connected;
 mod finish_service;
+pub mod presence;
 mod profile;
 mod search_status;
 mod sessions;
@@ -30,6 +31,10 @@ pub struct Lifecycle {
     pub pool: PgPool,
     /// How long chat messages are kept after a session ends.
     pub chat_retention: Duration,
+    /// The presence bucket (section 8).
+    pub presence: async_nats::jetstream::kv::Store,
+    /// How long a participant's last socket stays closed before they count as offline.
+    pub presence_grace: Duration,
 }
 
 impl FrameHandler for Lifecycle {
@@ -81,7 +86,7 @@ impl ApiHandler for Lifecycle {
             api::SEEKER_SEARCH_PUT => search_status::put_seeker(&self.pool, &caller, request).await,
             api::WORK_ORDERS_CREATE => work_orders::create(self, &caller, request).await,
             api::WORK_ORDERS_GET => work_orders::get(&self.pool, &caller, request).await,
-            api::SESSIONS_GET => sessions::get(&self.pool, &caller, request).await,
+            api::SESSIONS_GET => sessions::get(&self.pool, &self.presence, &caller, request).await,
             _ => Ok(ApiResponse::not_found("route")),
         };
         result.unwrap_or_else(|error| {
@@ -109,6 +114,7 @@ pub async fn run(
             api::WORK_ORDERS_CREATE, api::WORK_ORDERS_GET,
             api::SESSIONS_GET,
         ], queue::LIFECYCLE, lifecycle.clone()) => result,
-        result = connected::serve(nats, pool) => result,
+        result = connected::serve(nats.clone(), pool.clone()) => result,
+        result = presence::serve(nats, pool, lifecycle.presence.clone(), lifecycle.presence_grace) => result,
     }
 }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 pub async fn get(
     pool: &PgPool,
+    presence: &async_nats::jetstream::kv::Store,
     caller: &Caller,
     request: ApiRequest,
 ) -> anyhow::Result<ApiResponse> {
@@ -16,12 +17,13 @@ pub async fn get(
     };
     let mut connection = pool.acquire().await?;
     let row = crate::session::load(&mut connection, session_id).await?;
+    drop(connection);
     Ok(
         match row.and_then(|row| {
             row.role_of(&caller.user_id, caller.role)
                 .map(|role| (row, role))
         }) {
-            Some((row, role)) => ApiResponse::ok(row.snapshot(role)),
+            Some((row, role)) => ApiResponse::ok(row.snapshot_with_presence(role, presence).await),
             None => ApiResponse::not_found("session"),
         },
     )
