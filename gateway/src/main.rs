@@ -190,6 +190,8 @@ fn router(state: SharedState) -> Router {
         .route("/ws/work/provider/", get(socket::provider_upgrade))
         .route("/ws/work/seeker", get(socket::seeker_upgrade))
         .route("/ws/work/seeker/", get(socket::seeker_upgrade))
+        .route("/ws/work/mediator", get(socket::mediator_upgrade))
+        .route("/ws/work/mediator/", get(socket::mediator_upgrade))
         .route(
             "/api/me/profile",
             get(rest::get_profile).put(rest::put_profile),
@@ -211,6 +213,17 @@ fn router(state: SharedState) -> Router {
         )
         .route("/api/sessions/{session_id}/read", post(rest::read_up_to))
         .route("/api/conversations", get(rest::list_conversations))
+        .route(
+            "/api/sessions/{session_id}/dispute",
+            post(rest::open_dispute),
+        )
+        .route("/api/disputes", get(rest::list_disputes))
+        .route("/api/disputes/{dispute_id}", get(rest::get_dispute))
+        .route("/api/disputes/{dispute_id}/join", post(rest::join_dispute))
+        .route(
+            "/api/disputes/{dispute_id}/resolve",
+            post(rest::resolve_dispute),
+        )
         .fallback_service(web)
         .with_state(state)
 }

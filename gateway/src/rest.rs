@@ -311,3 +311,110 @@ pub async fn list_conversations(
     )
     .await
 }
+
+/// Forwards a call on a resource named by a UUID in the path (404 for anything else).
+#[allow(clippy::too_many_arguments)]
+async fn forward_by_uuid(
+    state: &SharedState,
+    headers: &HeaderMap,
+    query: BTreeMap<String, String>,
+    role: Option<Role>,
+    subject: &'static str,
+    id: String,
+    body: Option<Bytes>,
+    what: &str,
+) -> Response {
+    if let Err(refusal) = authenticate(&state.verifier, headers, &query, role) {
+        return refusal.into_response();
+    }
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return error(StatusCode::NOT_FOUND, &format!("{what} not found"));
+    }
+    forward(state, headers, query, role, subject, Some(id), body).await
+}
+
+pub async fn open_dispute(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Query(query): QueryMap,
+    Path(session_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let subject = api::DISPUTES_OPEN;
+    forward_by_uuid(
+        &state,
+        &headers,
+        query,
+        None,
+        subject,
+        session_id,
+        Some(body),
+        "session",
+    )
+    .await
+}
+
+pub async fn list_disputes(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Query(query): QueryMap,
+) -> Response {
+    let role = Some(Role::Mediator);
+    forward(
+        &state,
+        &headers,
+        query,
+        role,
+        api::DISPUTES_LIST,
+        None,
+        None,
+    )
+    .await
+}
+
+pub async fn get_dispute(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Query(query): QueryMap,
+    Path(dispute_id): Path<String>,
+) -> Response {
+    let subject = api::DISPUTES_GET;
+    forward_by_uuid(
+        &state, &headers, query, None, subject, dispute_id, None, "dispute",
+    )
+    .await
+}
+
+pub async fn join_dispute(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Query(query): QueryMap,
+    Path(dispute_id): Path<String>,
+) -> Response {
+    let (role, subject) = (Some(Role::Mediator), api::DISPUTES_JOIN);
+    forward_by_uuid(
+        &state, &headers, query, role, subject, dispute_id, None, "dispute",
+    )
+    .await
+}
+
+pub async fn resolve_dispute(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Query(query): QueryMap,
+    Path(dispute_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (role, subject) = (Some(Role::Mediator), api::DISPUTES_RESOLVE);
+    forward_by_uuid(
+        &state,
+        &headers,
+        query,
+        role,
+        subject,
+        dispute_id,
+        Some(body),
+        "dispute",
+    )
+    .await
+}

@@ -39,6 +39,15 @@ pub async fn provider_upgrade(
     upgrade_for(state, headers, query, upgrade, Role::Provider)
 }
 
+pub async fn mediator_upgrade(
+    state: State<SharedState>,
+    headers: HttpHeaders,
+    query: Query<BTreeMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade_for(state, headers, query, upgrade, Role::Mediator)
+}
+
 pub async fn seeker_upgrade(
     state: State<SharedState>,
     headers: HttpHeaders,

@@ -15,6 +15,7 @@ pub struct Stats {
     started: Instant,
     seekers: AtomicI64,
     providers: AtomicI64,
+    mediators: AtomicI64,
     frames_in: AtomicU64,
     frames_out: AtomicU64,
     metrics: PrometheusHandle,
@@ -49,6 +50,7 @@ impl Stats {
             started: Instant::now(),
             seekers: AtomicI64::new(0),
             providers: AtomicI64::new(0),
+            mediators: AtomicI64::new(0),
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
             metrics,
@@ -63,6 +65,7 @@ impl Stats {
         match role {
             Role::Seeker => &self.seekers,
             Role::Provider => &self.providers,
+            Role::Mediator => &self.mediators,
         }
     }
 
@@ -87,7 +90,9 @@ impl Stats {
     }
 
     pub fn connections(&self) -> i64 {
-        self.seekers.load(Ordering::Relaxed) + self.providers.load(Ordering::Relaxed)
+        self.seekers.load(Ordering::Relaxed)
+            + self.providers.load(Ordering::Relaxed)
+            + self.mediators.load(Ordering::Relaxed)
     }
 }
 
@@ -122,6 +127,7 @@ pub async fn websocket_stats(State(state): State<SharedState>) -> impl IntoRespo
         "by_role": {
             "seeker": stats.seekers.load(Ordering::Relaxed),
             "provider": stats.providers.load(Ordering::Relaxed),
+            "mediator": stats.mediators.load(Ordering::Relaxed),
         },
         "uptime_secs": stats.started.elapsed().as_secs(),
         "frames_in": stats.frames_in.load(Ordering::Relaxed),

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub enum Role {
     Seeker,
     Provider,
+    /// Someone of the platform who joins the chat of a disputed session (contract section 10).
+    Mediator,
 }
 
 impl Role {
@@ -19,6 +21,7 @@ impl Role {
         match self {
             Role::Seeker => "seeker",
             Role::Provider => "provider",
+            Role::Mediator => "mediator",
         }
     }
 
@@ -26,6 +29,7 @@ impl Role {
         match value {
             "seeker" => Some(Role::Seeker),
             "provider" => Some(Role::Provider),
+            "mediator" => Some(Role::Mediator),
             _ => None,
         }
     }
@@ -35,14 +39,22 @@ impl Role {
         match self {
             Role::Seeker => "Seeker",
             Role::Provider => "Provider",
+            Role::Mediator => "Mediator",
         }
     }
 
+    /// The other party of a seeker or a provider (a mediator stands beside both: itself).
     pub fn other(self) -> Role {
         match self {
             Role::Seeker => Role::Provider,
             Role::Provider => Role::Seeker,
+            Role::Mediator => Role::Mediator,
         }
+    }
+
+    /// Whether this is one of the session's two parties (not a mediator).
+    pub fn is_party(self) -> bool {
+        matches!(self, Role::Seeker | Role::Provider)
     }
 }
 

@@ -84,12 +84,23 @@ impl FrameKind {
         }
     }
 
-    /// Only providers answer work and share mediums; only seekers select mediums.
+    /// Only providers answer work and share mediums; only seekers select mediums. A mediator
+    /// (section 10) chats, types, reads and resumes, and nothing else.
     pub fn allowed_for(self, role: Role) -> bool {
         match self {
             FrameKind::WorkResponse | FrameKind::MediumShare => role == Role::Provider,
             FrameKind::MediumSelection => role == Role::Seeker,
-            _ => true,
+            FrameKind::LocationUpdate
+            | FrameKind::StartChat
+            | FrameKind::CancelConnection
+            | FrameKind::FinishService => role != Role::Mediator,
+            FrameKind::Ping
+            | FrameKind::ChatMessage
+            | FrameKind::MessageDelivered
+            | FrameKind::MessageRead
+            | FrameKind::TypingIndicator
+            | FrameKind::Resume
+            | FrameKind::MessagesRead => true,
         }
     }
 
@@ -326,11 +337,13 @@ pub struct SessionSnapshot {
     pub presence: Presence,
 }
 
-/// Which participants of a session are online.
+/// Which participants of a session are online; `mediator` only while a mediator has joined.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Presence {
     pub seeker: bool,
     pub provider: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mediator: Option<bool>,
 }
 
 /// Everything the server sends on a socket.

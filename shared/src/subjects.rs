@@ -9,6 +9,7 @@
 //! | `user.<user_id>.events` | workers -> gateway |
 //! | `user.<user_id>.connected` | gateway -> lifecycle (a socket opened: replay pending orders) |
 //! | `session.<session_id>.ended` | lifecycle -> distance, chat (the session was cancelled or finished) |
+//! | `session.<session_id>.changed` | lifecycle -> chat (a mediator joined or left: its participants changed) |
 //! | `api.<resource>.<verb>` | gateway -> workers, request/reply |
 //!
 //! In the `INBOUND` stream every inbound subject gains a fourth token, its partition: the stream's
@@ -105,6 +106,14 @@ pub fn session_ended(session_id: &Uuid) -> String {
 
 pub const SESSIONS_ENDED: &str = "session.*.ended";
 
+/// A session's participants changed (a mediator joined a dispute, or left at its resolution):
+/// caches of who is in it are dropped.
+pub fn session_changed(session_id: &Uuid) -> String {
+    format!("session.{session_id}.changed")
+}
+
+pub const SESSIONS_CHANGED: &str = "session.*.changed";
+
 /// The session id of a `session.<id>.<anything>` subject.
 pub fn session_id_of(subject: &str) -> Option<Uuid> {
     let mut tokens = subject.split('.');
@@ -188,6 +197,11 @@ pub mod api {
     pub const MESSAGES_LIST: &str = "api.messages.list";
     pub const SESSIONS_READ: &str = "api.sessions.read";
     pub const CONVERSATIONS_LIST: &str = "api.conversations.list";
+    pub const DISPUTES_OPEN: &str = "api.disputes.open";
+    pub const DISPUTES_LIST: &str = "api.disputes.list";
+    pub const DISPUTES_GET: &str = "api.disputes.get";
+    pub const DISPUTES_JOIN: &str = "api.disputes.join";
+    pub const DISPUTES_RESOLVE: &str = "api.disputes.resolve";
 }
 
 /// Queue groups: every instance of a worker kind joins its kind's group, so each request or core

@@ -31,6 +31,7 @@ pub fn endpoint(role: Role) -> &'static str {
     match role {
         Role::Seeker => "/ws/work/seeker/",
         Role::Provider => "/ws/work/provider/",
+        Role::Mediator => "/ws/work/mediator/",
     }
 }
 

@@ -147,6 +147,7 @@ async fn frames_about_someone_elses_session_get_the_same_answer_as_a_made_up_id(
                 json!({"type": "medium_share", "session_id": session, "mediums": {"call": "9123456789"}}),
                 json!({"type": "medium_share", "session_id": made_up, "mediums": {"call": "9123456789"}}),
             ),
+            Role::Mediator => unreachable!("mediators are probed in the disputes tests"),
         };
         frames.push(own);
         unknown.push(own_unknown);

@@ -3,6 +3,7 @@
 mod authorization;
 mod chat;
 mod conversations;
+mod disputes;
 mod distance;
 mod gateway;
 mod lifecycle;

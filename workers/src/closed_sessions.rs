@@ -64,6 +64,10 @@ impl ClosedSessions {
         self.entries.insert(session_id, (Instant::now(), closed));
     }
 
+    pub fn forget(&mut self, session_id: &Uuid) {
+        self.entries.remove(session_id);
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -58,6 +58,10 @@ pub struct SessionRow {
     pub rating_stars: Option<i16>,
     pub rating_description: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The session's unresolved dispute, if any (contract section 10).
+    pub dispute_id: Option<Uuid>,
+    /// The mediator who joined that dispute, until it is resolved.
+    pub mediator_id: Option<String>,
 }
 
 macro_rules! session_select {
@@ -66,7 +70,7 @@ macro_rules! session_select {
             "SELECT session_id, work_id, seeker_id, provider_id, connection_state, \
              current_distance_meters, seeker_selected_mediums, provider_selected_mediums, \
              chat_started_at, last_message_seq, cancelled_by, completed_by, rating_stars, \
-             rating_description, created_at FROM work_sessions ",
+             rating_description, created_at, dispute_id, mediator_id FROM work_sessions ",
             $tail
         )
     };
@@ -77,20 +81,51 @@ impl SessionRow {
         SessionState::parse(&self.connection_state)
     }
 
-    /// The role `user_id` plays in this session, if any.
+    /// The role `user_id` plays in this session, if any (a mediator only while their dispute is
+    /// unresolved).
     pub fn role_of(&self, user_id: &str, claimed: Role) -> Option<Role> {
         let id = match claimed {
             Role::Seeker => &self.seeker_id,
             Role::Provider => &self.provider_id,
+            Role::Mediator => self.mediator_id.as_ref()?,
         };
         (id == user_id).then_some(claimed)
     }
 
+    /// The user of a role; a session without a mediator answers "" for the mediator (nobody).
     pub fn user_of(&self, role: Role) -> &str {
         match role {
             Role::Seeker => &self.seeker_id,
             Role::Provider => &self.provider_id,
+            Role::Mediator => self.mediator_id.as_deref().unwrap_or_default(),
         }
+    }
+
+    /// Every participant of the chat: both parties, and the mediator while a dispute is joined.
+    pub fn participants(&self) -> Vec<(Role, &str)> {
+        let mut participants = vec![
+            (Role::Seeker, self.seeker_id.as_str()),
+            (Role::Provider, self.provider_id.as_str()),
+        ];
+        if let Some(mediator_id) = &self.mediator_id {
+            participants.push((Role::Mediator, mediator_id.as_str()));
+        }
+        participants
+    }
+
+    /// The participants other than `role` (who hear what `role` says).
+    pub fn others(&self, role: Role) -> Vec<&str> {
+        self.participants()
+            .into_iter()
+            .filter(|(other, _)| *other != role)
+            .map(|(_, user_id)| user_id)
+            .collect()
+    }
+
+    /// Whether the chat takes messages: while the session is live, and while a dispute is
+    /// unresolved even after the end (contract section 10).
+    pub fn chat_open(&self) -> bool {
+        self.state().is_live() || self.dispute_id.is_some()
     }
 
     /// The snapshot as `viewer` may see it, with who is online (from the presence bucket).
@@ -100,9 +135,16 @@ impl SessionRow {
         presence: &async_nats::jetstream::kv::Store,
     ) -> SessionSnapshot {
         let mut snapshot = self.snapshot(viewer);
+        let mediator = match &self.mediator_id {
+            Some(mediator_id) => {
+                Some(crate::lifecycle::presence::is_online(presence, mediator_id).await)
+            }
+            None => None,
+        };
         snapshot.presence = shared::frames::Presence {
             seeker: crate::lifecycle::presence::is_online(presence, &self.seeker_id).await,
             provider: crate::lifecycle::presence::is_online(presence, &self.provider_id).await,
+            mediator,
         };
         snapshot
     }
@@ -131,7 +173,10 @@ impl SessionRow {
             rating_stars: seeker_view.then_some(self.rating_stars),
             rating_description: seeker_view.then(|| self.rating_description.clone()),
             last_seq: self.last_message_seq,
-            presence: shared::frames::Presence::default(),
+            presence: shared::frames::Presence {
+                mediator: self.mediator_id.as_ref().map(|_| false),
+                ..shared::frames::Presence::default()
+            },
         }
     }
 }
@@ -184,6 +229,18 @@ pub fn participant(
             None => Err(FrameError::refused(errors::SESSION_NOT_FOUND, session_id)),
         },
         None => Err(FrameError::refused(errors::SESSION_NOT_FOUND, None)),
+    }
+}
+
+/// Refuses chat on a session that ended, unless a dispute keeps its chat open.
+pub fn require_chat_open(row: &SessionRow) -> Result<(), FrameError> {
+    if row.chat_open() {
+        Ok(())
+    } else {
+        Err(FrameError::refused(
+            errors::SESSION_ENDED,
+            Some(row.session_id),
+        ))
     }
 }
 

@@ -43,6 +43,7 @@ pub struct ReceiptTarget {
     pub delivery_status: String,
     pub seeker_id: String,
     pub provider_id: String,
+    pub mediator_id: Option<String>,
     pub connection_state: String,
 }
 
@@ -66,8 +67,9 @@ pub struct ChatBatch {
     new_messages: Vec<NewMessage>,
     /// message id -> (status, when), the latest wins.
     status_changes: HashMap<Uuid, (&'static str, DateTime<Utc>)>,
-    /// (session, typist, the other party) whose typing indicators the batch's messages clear.
-    pub typing_clears: Vec<(Uuid, Role, String)>,
+    /// (session, typist, the other participants) whose typing indicators the batch's messages
+    /// clear.
+    pub typing_clears: Vec<(Uuid, Role, Vec<String>)>,
 }
 
 fn receipt_message_id(frame: &ClientFrame) -> Option<Uuid> {
@@ -110,7 +112,7 @@ impl ChatBatch {
         if !message_ids.is_empty() {
             let targets = sqlx::query_as::<_, ReceiptTarget>(
                 "SELECT m.message_id, m.session_id, m.sender_type, m.sender_id, m.delivery_status,
-                        s.seeker_id, s.provider_id, s.connection_state
+                        s.seeker_id, s.provider_id, s.mediator_id, s.connection_state
                  FROM chat_messages m JOIN work_sessions s ON s.session_id = m.session_id
                  WHERE m.message_id = ANY($1) ORDER BY m.message_id FOR UPDATE OF m",
             )
@@ -133,10 +135,8 @@ impl ChatBatch {
             .fetch_all(&mut *tx)
             .await?;
             for row in rows {
-                let sender_type = if row.sender_type == "seeker" {
-                    Role::Seeker.as_str()
-                } else {
-                    Role::Provider.as_str()
+                let Some(sender_type) = Role::parse(&row.sender_type).map(Role::as_str) else {
+                    continue;
                 };
                 batch.client_ids.insert(
                     (row.session_id, sender_type, row.client_message_id),

@@ -1,6 +1,6 @@
 //! `chat_message`: stores the message with the session's next `seq`, then (after commit)
 //! `message_sent` to every socket of the sender (with the text, for their other devices) and
-//! `chat_message` to the other party. A message before
+//! `chat_message` to the other participants (the other party, and a joined mediator). A message before
 //! `start_chat` starts the chat first. A resend with the same `client_message_id` stores nothing
 //! new and answers the same `message_sent`. Sending clears the sender's typing indicator.
 //! Anonymity: the events carry `sender_type` only. Kinds (contract section 9): `text` needs
@@ -134,7 +134,7 @@ pub async fn handle(
     outbox: &mut Outbox,
 ) -> Result<(), FrameError> {
     let (row, role) = batch.participant(session_id, sender)?;
-    session::require_live(&row)?;
+    session::require_chat_open(&row)?;
     let refuse = |error: &str| FrameError::refused(error, Some(session_id));
     let client_message_id = draft.client_message_id.clone();
     let (text, content) = content_of(draft).map_err(|error| refuse(&error))?;
@@ -169,7 +169,7 @@ pub async fn handle(
         );
         return Ok(());
     }
-    if start_chat::start(tx, &row, outbox).await? {
+    if row.state().is_live() && start_chat::start(tx, &row, outbox).await? {
         batch.chat_started(session_id);
     }
     let stored = batch.add_message(
@@ -180,8 +180,8 @@ pub async fn handle(
         text.clone(),
         content.clone(),
     )?;
-    let other = row.user_of(role.other()).to_owned();
-    batch.typing_clears.push((session_id, role, other.clone()));
+    let others: Vec<String> = row.others(role).into_iter().map(str::to_owned).collect();
+    batch.typing_clears.push((session_id, role, others.clone()));
     let timestamp = shared::time::rfc3339(stored.created_at);
     // Every socket of the sender: their other devices show the message too.
     outbox.to_user(
@@ -197,19 +197,19 @@ pub async fn handle(
             content: Some(content.clone()),
         },
     );
-    outbox.to_user(
-        &other,
-        &Event::ChatMessage {
-            message_id: stored.message_id,
-            session_id,
-            sender_type: role,
-            message: text,
-            seq: stored.seq,
-            delivery_status: String::from("sent"),
-            timestamp,
-            client_message_id: None,
-            content,
-        },
-    );
+    let event = Event::ChatMessage {
+        message_id: stored.message_id,
+        session_id,
+        sender_type: role,
+        message: text,
+        seq: stored.seq,
+        delivery_status: String::from("sent"),
+        timestamp,
+        client_message_id: None,
+        content,
+    };
+    for other in &others {
+        outbox.to_user(other, &event);
+    }
     Ok(())
 }

@@ -40,6 +40,8 @@ async fn replay(
     let (user_id, role, conn_id) = (user_id.as_str(), *role, conn_id.as_str());
     // The other party wrote them; the live-session indexes find the user's sessions.
     let query = match role {
+        // A mediator reads the chat by `resume` and history; receipts are not theirs.
+        Role::Mediator => return Ok(()),
         Role::Seeker => {
             "SELECT m.* FROM work_sessions s CROSS JOIN LATERAL (
                  SELECT message_id, session_id, seq, sender_type, message_text, delivery_status,

@@ -30,6 +30,14 @@ struct Row {
     last_text: Option<String>,
     last_at: Option<DateTime<Utc>>,
     unread_count: i64,
+    dispute_id: Option<Uuid>,
+    dispute_status: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DisputeSummary {
+    dispute_id: Uuid,
+    status: String,
 }
 
 #[derive(Serialize)]
@@ -50,8 +58,8 @@ struct Conversation {
     my_role: Role,
     last_message: Option<LastMessage>,
     unread_count: i64,
-    /// Disputes come with section 10; until then there is none.
-    dispute: Option<serde_json::Value>,
+    /// The session's latest dispute (section 10), if it had one.
+    dispute: Option<DisputeSummary>,
     updated_at: String,
 }
 
@@ -60,7 +68,8 @@ macro_rules! inbox_query {
         concat!(
             "SELECT s.session_id, s.work_id, o.service_type, s.connection_state, s.last_activity_at,
                     lm.seq AS last_seq, lm.sender_type AS last_sender_type, lm.kind AS last_kind,
-                    lm.message_text AS last_text, lm.created_at AS last_at, u.unread_count
+                    lm.message_text AS last_text, lm.created_at AS last_at, u.unread_count,
+                    d.dispute_id, d.status AS dispute_status
              FROM (SELECT session_id, work_id, connection_state, last_activity_at FROM work_sessions
                    WHERE ",
             $side,
@@ -78,6 +87,9 @@ macro_rules! inbox_query {
                    AND sender_type NOT IN ('",
             $own_type,
             "', 'system') AND (expires_at IS NULL OR expires_at > now())) u
+             LEFT JOIN LATERAL (
+                 SELECT dispute_id, status FROM disputes WHERE session_id = s.session_id
+                 ORDER BY created_at DESC LIMIT 1) d ON true
              ORDER BY s.last_activity_at DESC, s.session_id DESC"
         )
     };
@@ -123,6 +135,7 @@ pub async fn list(
     let query = match caller.role {
         Role::Seeker => inbox_query!("seeker_id", "seeker"),
         Role::Provider => inbox_query!("provider_id", "provider"),
+        Role::Mediator => inbox_query!("mediator_id", "mediator"),
     };
     let mut rows = sqlx::query_as::<_, Row>(query)
         .bind(&caller.user_id)
@@ -167,7 +180,10 @@ pub async fn list(
                 my_role: caller.role,
                 last_message,
                 unread_count: row.unread_count,
-                dispute: None,
+                dispute: row
+                    .dispute_id
+                    .zip(row.dispute_status)
+                    .map(|(dispute_id, status)| DisputeSummary { dispute_id, status }),
                 updated_at: shared::time::rfc3339(row.last_activity_at),
             }
         })

@@ -68,6 +68,10 @@ pub async fn handle(
     let Some(up_to_seq) = up_to_seq_of(up_to_seq.as_ref()) else {
         return Err(FrameError::refused(INVALID_UP_TO_SEQ, Some(session_id)));
     };
+    // A mediator's reading changes no status and tells nobody (section 10).
+    if role == Role::Mediator {
+        return Ok(());
+    }
     // Messages and receipts earlier in this batch are what the reader has seen.
     batch.flush(tx).await?;
     for delivery in mark_read(tx, session_id, role, up_to_seq).await? {
@@ -100,7 +104,11 @@ pub async fn over_rest(
     let Some(up_to_seq) = up_to_seq_of(body.get("up_to_seq")) else {
         return Ok(ApiResponse::error(422, INVALID_UP_TO_SEQ));
     };
-    let deliveries = mark_read(&mut tx, session_id, role, up_to_seq).await?;
+    let deliveries = if role == Role::Mediator {
+        Vec::new()
+    } else {
+        mark_read(&mut tx, session_id, role, up_to_seq).await?
+    };
     let unread_count: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM chat_messages
          WHERE session_id = $1 AND delivery_status <> 'read'

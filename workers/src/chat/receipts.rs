@@ -1,7 +1,9 @@
 //! `message_delivered` / `message_read` from the recipient: the status only moves forward
 //! (sent -> delivered -> read; read implies delivered), and each change gives the sender's sockets
 //! one `message_status_update`. Repeats and late `delivered`s are ignored silently. For anyone but
-//! the recipient the message does not exist.
+//! the recipient the message does not exist. Receipts stay between seeker and provider (contract
+//! section 10): a mediator's are accepted and change nothing, and nobody's receipt moves a
+//! mediator's message.
 
 use super::batch::ChatBatch;
 use crate::outbox::Outbox;
@@ -47,16 +49,25 @@ pub fn handle(
     let Some(target) = batch.receipt_target(message_id) else {
         return Err(not_found());
     };
+    if session_id.is_some_and(|id| id != target.session_id) {
+        return Err(not_found());
+    }
+    let is_party_of_session = match sender.role {
+        Role::Seeker => sender.user_id == target.seeker_id,
+        Role::Provider => sender.user_id == target.provider_id,
+        Role::Mediator => target.mediator_id.as_deref() == Some(sender.user_id.as_str()),
+    };
     let recipient_role = match target.sender_type.as_str() {
         "seeker" => Role::Provider,
-        _ => Role::Seeker,
+        "provider" => Role::Seeker,
+        // A mediator's message: no receipt moves it.
+        _ if is_party_of_session => return Ok(()),
+        _ => return Err(not_found()),
     };
-    let recipient_id = match recipient_role {
-        Role::Seeker => &target.seeker_id,
-        Role::Provider => &target.provider_id,
-    };
-    let is_recipient = sender.role == recipient_role && &sender.user_id == recipient_id;
-    if !is_recipient || session_id.is_some_and(|id| id != target.session_id) {
+    if sender.role == Role::Mediator && is_party_of_session {
+        return Ok(());
+    }
+    if sender.role != recipient_role || !is_party_of_session {
         return Err(not_found());
     }
     if !matches!(target.connection_state.as_str(), "waiting" | "active") {

@@ -41,14 +41,34 @@ struct PendingExpiry {
     session_id: Uuid,
     role: Role,
     revision: u64,
-    other_user_id: String,
+    others: Vec<String>,
 }
 
-/// Who is in a live session, cached so typing frames do not read the database each time.
+/// Who is in a session whose chat is open, cached so typing frames do not read the database each
+/// time (dropped when the session ends or its participants change).
 #[derive(Clone)]
 struct Participants {
     seeker_id: String,
     provider_id: String,
+    mediator_id: Option<String>,
+}
+
+impl Participants {
+    fn user_of(&self, role: Role) -> Option<&str> {
+        match role {
+            Role::Seeker => Some(&self.seeker_id),
+            Role::Provider => Some(&self.provider_id),
+            Role::Mediator => self.mediator_id.as_deref(),
+        }
+    }
+
+    fn others(&self, role: Role) -> Vec<String> {
+        [Role::Seeker, Role::Provider, Role::Mediator]
+            .into_iter()
+            .filter(|other| *other != role)
+            .filter_map(|other| self.user_of(other).map(str::to_owned))
+            .collect()
+    }
 }
 
 pub struct Typing {
@@ -150,7 +170,7 @@ impl Typing {
 
     /// Clears the indicators of a batch's senders without holding up the batch, and tells each
     /// other party whose typist was shown typing. Only indicators that exist cost a bucket call.
-    pub fn clear_in_background(self: &Arc<Self>, mut clears: Vec<(Uuid, Role, String)>) {
+    pub fn clear_in_background(self: &Arc<Self>, mut clears: Vec<(Uuid, Role, Vec<String>)>) {
         clears.sort_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
         clears.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
         clears.retain(|(session_id, role, _)| self.may_be_set(&key(*session_id, *role)));
@@ -159,7 +179,7 @@ impl Typing {
         }
         let typing = self.clone();
         tokio::spawn(async move {
-            for (session_id, role, other_user_id) in clears {
+            for (session_id, role, others) in clears {
                 if typing.clear(session_id, role).await {
                     let event = Event::TypingIndicator {
                         session_id,
@@ -167,12 +187,11 @@ impl Typing {
                         is_typing: false,
                         timestamp: shared::time::now(),
                     };
-                    publish(
-                        &typing.nats,
-                        &[Delivery::to_user(&other_user_id, &event)],
-                        "",
-                    )
-                    .await;
+                    let deliveries: Vec<Delivery> = others
+                        .iter()
+                        .map(|other| Delivery::to_user(other, &event))
+                        .collect();
+                    publish(&typing.nats, &deliveries, "").await;
                 }
             }
         });
@@ -238,8 +257,9 @@ impl Typing {
         let participants = Participants {
             seeker_id: row.seeker_id.clone(),
             provider_id: row.provider_id.clone(),
+            mediator_id: row.mediator_id.clone(),
         };
-        if !row.state().is_live() {
+        if !row.chat_open() {
             let closed = Closed::Ended {
                 seeker_id: participants.seeker_id,
                 provider_id: participants.provider_id,
@@ -267,7 +287,18 @@ impl Typing {
         }
     }
 
-    /// The session ended: its frames are refused from now on.
+    /// The session's participants changed (a mediator joined or left): read them again.
+    fn reload(&self, session_id: &Uuid) {
+        if let Ok(mut cache) = self.live_sessions.lock() {
+            cache.remove(session_id);
+        }
+        if let Ok(mut closed) = self.closed.lock() {
+            closed.forget(session_id);
+        }
+    }
+
+    /// The session ended: its frames are refused from now on (unless a dispute keeps its chat
+    /// open, which the next lookup finds).
     fn forget(&self, session_id: &Uuid) {
         let live = self
             .live_sessions
@@ -298,8 +329,10 @@ pub async fn serve(nats: async_nats::Client, chat: Arc<Chat>) -> anyhow::Result<
             queue::CHAT.to_owned(),
         )
         .await?;
-    // Every instance drops its cache entry when a session ends (no queue group).
+    // Every instance drops its cache entry when a session ends or its participants change (no
+    // queue group).
     let mut ended = nats.subscribe(subjects::SESSIONS_ENDED).await?;
+    let mut changed = nats.subscribe(subjects::SESSIONS_CHANGED).await?;
     let in_hand = Arc::new(tokio::sync::Semaphore::new(IN_HAND));
     let (expiries, pending) = tokio::sync::mpsc::channel(PENDING_EXPIRIES);
     tokio::spawn(expire_when_due(nats.clone(), chat.clone(), pending));
@@ -316,6 +349,11 @@ pub async fn serve(nats: async_nats::Client, chat: Arc<Chat>) -> anyhow::Result<
             Some(notice) = ended.next() => {
                 if let Some(session_id) = subjects::session_id_of(notice.subject.as_str()) {
                     chat.typing.forget(&session_id);
+                }
+            }
+            Some(notice) = changed.next() => {
+                if let Some(session_id) = subjects::session_id_of(notice.subject.as_str()) {
+                    chat.typing.reload(&session_id);
                 }
             }
             else => return Ok(()),
@@ -343,12 +381,12 @@ async fn expire_when_due(
                 is_typing: false,
                 timestamp: shared::time::now(),
             };
-            publish(
-                &nats,
-                &[Delivery::to_user(&expiry.other_user_id, &event)],
-                "",
-            )
-            .await;
+            let deliveries: Vec<Delivery> = expiry
+                .others
+                .iter()
+                .map(|other| Delivery::to_user(other, &event))
+                .collect();
+            publish(&nats, &deliveries, "").await;
         }
     }
 }
@@ -388,14 +426,11 @@ async fn handle(
             return;
         }
     };
-    let (own_id, other_id) = match role {
-        Role::Seeker => (&participants.seeker_id, &participants.provider_id),
-        Role::Provider => (&participants.provider_id, &participants.seeker_id),
-    };
-    if *own_id != user_id {
+    if participants.user_of(role) != Some(user_id.as_str()) {
         publish(nats, &[refuse(errors::SESSION_NOT_FOUND)], "").await;
         return;
     }
+    let others = participants.others(role);
     let is_typing = match serde_json::from_slice::<ClientFrame>(&message.payload) {
         Ok(ClientFrame::TypingIndicator {
             is_typing: Some(Value::Bool(is_typing)),
@@ -413,11 +448,14 @@ async fn handle(
             is_typing,
             timestamp: shared::time::now(),
         };
-        Delivery::to_user(other_id, &event)
+        others
+            .iter()
+            .map(|other| Delivery::to_user(other, &event))
+            .collect::<Vec<_>>()
     };
     if !is_typing {
         chat.typing.clear(session_id, role).await;
-        publish(nats, &[indicator(false)], "").await;
+        publish(nats, &indicator(false), "").await;
         return;
     }
     let revision = match chat.typing.set(session_id, role).await {
@@ -427,13 +465,13 @@ async fn handle(
             return;
         }
     };
-    publish(nats, &[indicator(true)], "").await;
+    publish(nats, &indicator(true), "").await;
     let expiry = PendingExpiry {
         due: tokio::time::Instant::now() + chat.typing.ttl,
         session_id,
         role,
         revision,
-        other_user_id: other_id.clone(),
+        others,
     };
     if expiries.try_send(expiry).is_err() {
         tracing::warn!("typing expiry queue full; the indicator's server-side TTL will clear it");

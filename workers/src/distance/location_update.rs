@@ -121,6 +121,8 @@ pub async fn handle(
     match sender.role {
         Role::Seeker => session.seeker = Some(position),
         Role::Provider => session.provider = Some(position),
+        // is_participant refused it above: a mediator has no position in a session.
+        Role::Mediator => return,
     }
     if session.update_due(config.min_move_meters) {
         send_update(nats, session_id, session).await;
@@ -131,6 +133,7 @@ fn is_participant(seeker_id: &str, provider_id: &str, sender: &Sender) -> bool {
     match sender.role {
         Role::Seeker => seeker_id == sender.user_id,
         Role::Provider => provider_id == sender.user_id,
+        Role::Mediator => false,
     }
 }
 

@@ -21,6 +21,12 @@ pub async fn handle(
     let (row, role) =
         session::participant(session::load_for_update(tx, session_id).await?, sender)?;
     session::require_live(&row)?;
+    if !role.is_party() {
+        return Err(FrameError::refused(
+            shared::frames::errors::SESSION_NOT_FOUND,
+            Some(session_id),
+        ));
+    }
     sqlx::query(
         "UPDATE work_sessions SET connection_state = 'cancelled', cancelled_by = $2, cancelled_at = now()
          WHERE session_id = $1",
@@ -33,11 +39,12 @@ pub async fn handle(
         .bind(row.work_id)
         .execute(&mut *tx)
         .await?;
+    let participants: Vec<&str> = row.participants().into_iter().map(|(_, id)| id).collect();
     crate::system_messages::write(
         tx,
         session_id,
         &crate::system_messages::session_cancelled(role),
-        &[&row.seeker_id, &row.provider_id],
+        &participants,
         outbox,
     )
     .await?;

@@ -65,9 +65,15 @@ pub async fn handle(
     let (row, role) =
         session::participant(session::load_for_update(tx, session_id).await?, sender)?;
     session::require_live(&row)?;
+    if !role.is_party() {
+        return Err(FrameError::refused(
+            shared::frames::errors::SESSION_NOT_FOUND,
+            Some(session_id),
+        ));
+    }
     let (stars, description) = match role {
         Role::Seeker => rating.validate(session_id)?,
-        Role::Provider => (None, None),
+        Role::Provider | Role::Mediator => (None, None),
     };
     sqlx::query(
         "UPDATE work_sessions SET connection_state = 'completed', completed_by = $2, completed_at = now(),
@@ -85,11 +91,12 @@ pub async fn handle(
         .bind(row.work_id)
         .execute(&mut *tx)
         .await?;
+    let participants: Vec<&str> = row.participants().into_iter().map(|(_, id)| id).collect();
     crate::system_messages::write(
         tx,
         session_id,
         &crate::system_messages::session_finished(role),
-        &[&row.seeker_id, &row.provider_id],
+        &participants,
         outbox,
     )
     .await?;
@@ -119,11 +126,13 @@ pub async fn start_chat_expiry(
     session_id: Uuid,
     chat_retention: Duration,
 ) -> Result<(), sqlx::Error> {
+    // An unresolved dispute keeps the chat: its resolution starts the countdown instead.
     sqlx::query(
         "WITH session AS (
              UPDATE work_sessions SET chat_expires_at = now() + make_interval(secs => $2)
-             WHERE session_id = $1)
-         UPDATE chat_messages SET expires_at = now() + make_interval(secs => $2) WHERE session_id = $1",
+             WHERE session_id = $1 AND dispute_id IS NULL RETURNING session_id)
+         UPDATE chat_messages SET expires_at = now() + make_interval(secs => $2)
+         WHERE session_id IN (SELECT session_id FROM session)",
     )
     .bind(session_id)
     .bind(chat_retention.as_secs_f64())

@@ -4,6 +4,7 @@
 
 mod cancel_connection;
 mod connected;
+mod disputes;
 mod finish_service;
 pub mod presence;
 mod profile;
@@ -87,6 +88,11 @@ impl ApiHandler for Lifecycle {
             api::WORK_ORDERS_CREATE => work_orders::create(self, &caller, request).await,
             api::WORK_ORDERS_GET => work_orders::get(&self.pool, &caller, request).await,
             api::SESSIONS_GET => sessions::get(&self.pool, &self.presence, &caller, request).await,
+            api::DISPUTES_OPEN => disputes::open(self, &caller, request).await,
+            api::DISPUTES_LIST => disputes::list(self, &caller, request).await,
+            api::DISPUTES_GET => disputes::get(self, &caller, request).await,
+            api::DISPUTES_JOIN => disputes::join(self, &caller, request).await,
+            api::DISPUTES_RESOLVE => disputes::resolve(self, &caller, request).await,
             _ => Ok(ApiResponse::not_found("route")),
         };
         result.unwrap_or_else(|error| {
@@ -113,6 +119,8 @@ pub async fn run(
             api::SEEKER_SEARCH_GET, api::SEEKER_SEARCH_PUT,
             api::WORK_ORDERS_CREATE, api::WORK_ORDERS_GET,
             api::SESSIONS_GET,
+            api::DISPUTES_OPEN, api::DISPUTES_LIST, api::DISPUTES_GET,
+            api::DISPUTES_JOIN, api::DISPUTES_RESOLVE,
         ], queue::LIFECYCLE, lifecycle.clone()) => result,
         result = connected::serve(nats.clone(), pool.clone()) => result,
         result = presence::serve(nats, pool, lifecycle.presence.clone(), lifecycle.presence_grace) => result,

@@ -206,9 +206,13 @@ async fn announce(
     if !changed_state(store, user_id, online).await {
         return;
     }
-    let sessions: Vec<(uuid::Uuid, String, String)> = match sqlx::query_as(
-        "SELECT session_id, seeker_id, provider_id FROM work_sessions
-         WHERE (seeker_id = $1 OR provider_id = $1) AND connection_state IN ('waiting', 'active')",
+    // Live sessions, and disputed ones (whose chat goes on after the end).
+    let sessions: Vec<(uuid::Uuid, String, String, Option<String>)> = match sqlx::query_as(
+        "SELECT session_id, seeker_id, provider_id, mediator_id FROM work_sessions
+         WHERE (seeker_id = $1 OR provider_id = $1) AND connection_state IN ('waiting', 'active')
+         UNION
+         SELECT session_id, seeker_id, provider_id, mediator_id FROM work_sessions
+         WHERE dispute_id IS NOT NULL AND (seeker_id = $1 OR provider_id = $1 OR mediator_id = $1)",
     )
     .bind(user_id)
     .fetch_all(pool)
@@ -220,23 +224,32 @@ async fn announce(
             return;
         }
     };
-    let deliveries: Vec<Delivery> = sessions
-        .into_iter()
-        .map(|(session_id, seeker_id, provider_id)| {
-            let (role, other) = if seeker_id == user_id {
-                (Role::Seeker, provider_id)
-            } else {
-                (Role::Provider, seeker_id)
-            };
-            let event = Event::Presence {
-                session_id,
-                role,
-                online,
-                timestamp: shared::time::now(),
-            };
-            Delivery::to_user(&other, &event)
-        })
-        .collect();
+    let mut deliveries: Vec<Delivery> = Vec::new();
+    for (session_id, seeker_id, provider_id, mediator_id) in sessions {
+        let participants = [
+            (Role::Seeker, Some(seeker_id)),
+            (Role::Provider, Some(provider_id)),
+            (Role::Mediator, mediator_id),
+        ];
+        let Some(role) = participants
+            .iter()
+            .find(|(_, id)| id.as_deref() == Some(user_id))
+            .map(|(role, _)| *role)
+        else {
+            continue;
+        };
+        let event = Event::Presence {
+            session_id,
+            role,
+            online,
+            timestamp: shared::time::now(),
+        };
+        for (other_role, other) in &participants {
+            if let Some(other) = other.as_deref().filter(|_| *other_role != role) {
+                deliveries.push(Delivery::to_user(other, &event));
+            }
+        }
+    }
     publish(nats, &deliveries, "").await;
 }
 
