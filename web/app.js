@@ -5,6 +5,7 @@
 import {
   SeekerClient,
   ProviderClient,
+  MediatorClient,
   mintDevToken,
   isDevMode,
   decodeTokenClaims,
@@ -17,7 +18,7 @@ const EARTH_RADIUS_M = 6371000; // the server's haversine radius, so distances a
 const PLANE_HALF_M = 2000;
 const STEP_M = 100;
 
-const LABEL = { seeker: 'Seeker', provider: 'Provider' };
+const LABEL = { seeker: 'Seeker', provider: 'Provider', mediator: 'Mediator', system: '' };
 const MEDIUMS = [
   ['telegram', 'Telegram'],
   ['whatsapp', 'WhatsApp'],
@@ -282,6 +283,14 @@ function createPane(root, role, { devMode, defaults }) {
 
   const chatLog = h('ol', { class: 'chat-log', 'aria-label': 'Chat messages' });
   const typing = h('p', { class: 'typing', hidden: true }, `${LABEL[other]} is typing…`);
+  // Section 8: who else is online (the other party, and a mediator who joined a dispute).
+  const presence = h('p', { class: 'presence', 'aria-live': 'polite' });
+  const online = {};
+  function showPresence() {
+    presence.textContent = Object.entries(online)
+      .map(([who, isOnline]) => `${LABEL[who]} ${isOnline ? 'online' : 'offline'}`)
+      .join(' · ');
+  }
   const chatInput = h('input', { class: 'chat-input', placeholder: 'Write a message', maxlength: LIMITS.messageChars, autocomplete: 'off', 'aria-label': 'Message' });
   const chatForm = h('form', { class: 'chat-form', onsubmit: (event) => { event.preventDefault(); sendChat(); } },
     chatInput, h('button', { type: 'submit', class: 'send-chat' }, 'Send'));
@@ -299,12 +308,29 @@ function createPane(root, role, { devMode, defaults }) {
     ? h('fieldset', { class: 'rating' }, h('legend', {}, 'Rate the provider (private, optional)'),
       h('div', { class: 'stars' }, starButtons), ratingComment)
     : null;
-  const actions = h('div', { class: 'session-actions' }, finishBox, h('div', { class: 'buttons' }, finishButton, cancelButton));
+  // Section 10: a party asks the platform for a mediator.
+  const disputeReason = h('input', { class: 'dispute-reason', placeholder: 'What went wrong?', maxlength: 1000, 'aria-label': 'Dispute reason' });
+  const disputeButton = h('button', { type: 'submit', class: 'open-dispute' }, 'Open a dispute');
+  const disputeForm = h('form', { class: 'dispute-form', onsubmit: (event) => { event.preventDefault(); openDispute(); } },
+    disputeReason, disputeButton);
+  async function openDispute() {
+    const reason = disputeReason.value.trim();
+    if (!reason) { notify('error', 'Say what went wrong: a dispute needs a reason.'); return; }
+    try {
+      await client.openDispute(reason);
+      disputeReason.value = '';
+      disputeForm.hidden = true;
+      notify('info', 'Dispute opened: a mediator from the platform will join the chat.');
+    } catch (error) {
+      notify('error', `Opening a dispute failed: ${error.message} (HTTP ${error.status})`);
+    }
+  }
+  const actions = h('div', { class: 'session-actions' }, finishBox, h('div', { class: 'buttons' }, finishButton, cancelButton), disputeForm);
   const ended = h('p', { class: 'ended', hidden: true, role: 'status' });
   const sessionLive = h('div', { class: 'session-live' },
     h('div', { class: 'distance-box' }, h('span', { class: 'hint' }, `Distance to the ${other}`), distance),
     h('div', { class: 'mediums' }, mediumsForm, myMediums, theirMediums),
-    chat, actions);
+    presence, chat, actions);
   const sessionSection = h('section', { class: 'session', hidden: true }, sessionTitle, sessionState, ended, sessionLive);
 
   root.append(header, notices, signin,
@@ -409,6 +435,7 @@ function createPane(root, role, { devMode, defaults }) {
     c.on('chat_ready', mine(() => chat.classList.add('open')));
     c.on('chat_message', mine(onChatMessage));
     c.on('system_message', mine(onSystemMessage));
+    c.on('presence', mine(({ role: who, online: isOnline }) => { online[who] = isOnline; showPresence(); }));
     c.on('chat_pending', mine(onChatPending));
     c.on('chat_confirmed', mine(onChatConfirmed));
     c.on('chat_failed', mine(onChatFailed));
@@ -561,6 +588,10 @@ function createPane(root, role, { devMode, defaults }) {
 
   function onSessionState(snapshot) {
     setState(snapshot.connection_state);
+    if (snapshot.presence) {
+      for (const [who, isOnline] of Object.entries(snapshot.presence)) if (who !== role) online[who] = isOnline;
+      showPresence();
+    }
     if (snapshot.distance_formatted) distance.textContent = snapshot.distance_formatted;
     const mineKey = role === 'seeker' ? 'seeker_mediums' : 'provider_mediums';
     const theirsKey = role === 'seeker' ? 'provider_mediums' : 'seeker_mediums';
@@ -729,6 +760,7 @@ function createPane(root, role, { devMode, defaults }) {
   let typingTimer = null;
   function onTyping({ user_type, is_typing }) {
     if (user_type === role) return;
+    typing.textContent = `${LABEL[user_type] ?? 'Someone'} is typing…`;
     typing.hidden = !is_typing;
     clearTimeout(typingTimer);
     // A safety net should the "stopped typing" event be lost with a dropped socket.
@@ -797,6 +829,135 @@ function createPane(root, role, { devMode, defaults }) {
   return pane;
 }
 
+/**
+ * The mediator's pane (contract section 10): sign in, the queue of open disputes, and once one is
+ * joined, the session's chat as its third participant, and the resolution.
+ */
+function createMediatorPane(root, { devMode }) {
+  let client = null;
+  const notices = h('ul', { class: 'notices', 'aria-live': 'polite' });
+  function notify(kind, text) {
+    notices.prepend(h('li', { class: `notice ${kind}` }, h('span', { class: 'notice-text' }, text)));
+    while (notices.children.length > 4) notices.lastElementChild.remove();
+  }
+  const connBadge = h('span', { class: 'conn offline' }, 'Offline');
+  const who = h('span', { class: 'who' });
+  const userInput = h('input', { class: 'user-id', value: 'demo-mediator', autocomplete: 'off', spellcheck: 'false', 'aria-label': 'Mediator user id' });
+  const tokenInput = h('textarea', { class: 'token-input', rows: 3, spellcheck: 'false', placeholder: 'Paste a mediator JWT here', 'aria-label': 'Mediator token' });
+  const signin = h('section', { class: 'signin' }, devMode
+    ? h('form', { class: 'signin-dev', onsubmit: async (event) => {
+      event.preventDefault();
+      const minted = await mintDevToken({ user_id: userInput.value.trim(), role: 'mediator', name: 'Demo Mediator' }).catch(() => null);
+      if (minted) start(minted); else notify('error', 'Signing in failed.');
+    } }, h('label', {}, 'User id ', userInput), h('button', { type: 'submit', class: 'primary' }, 'Sign in as mediator'))
+    : h('form', { class: 'signin-token', onsubmit: (event) => { event.preventDefault(); start(tokenInput.value.trim()); } },
+      h('label', {}, 'Paste your mediator token'), tokenInput, h('button', { type: 'submit', class: 'primary' }, 'Sign in')));
+
+  const queue = h('ul', { class: 'disputes-list' });
+  const refresh = h('button', { type: 'button', class: 'refresh-disputes', onclick: () => loadQueue() }, 'Refresh');
+  const queueSection = h('section', { class: 'disputes', hidden: true }, h('h3', {}, 'Open disputes'), refresh, queue);
+
+  const chatLog = h('ol', { class: 'chat-log', 'aria-label': 'Chat messages' });
+  const typing = h('p', { class: 'typing', hidden: true });
+  const chatInput = h('input', { class: 'chat-input', placeholder: 'Write to both parties', autocomplete: 'off', 'aria-label': 'Message' });
+  const chatForm = h('form', { class: 'chat-form', onsubmit: (event) => {
+    event.preventDefault();
+    if (chatInput.value.trim() && client?.sendChat(chatInput.value)) chatInput.value = '';
+  } }, chatInput, h('button', { type: 'submit' }, 'Send'));
+  const resolution = h('input', { class: 'resolution', placeholder: 'The resolution both parties will read', 'aria-label': 'Resolution' });
+  const resolveForm = h('form', { class: 'resolve-form', onsubmit: async (event) => {
+    event.preventDefault();
+    try {
+      await client.resolveDispute(resolution.value.trim());
+      resolveForm.hidden = true;
+      chatForm.hidden = true;
+      notify('info', 'Dispute resolved: you have left the chat.');
+    } catch (error) {
+      notify('error', `Resolving failed: ${error.message} (HTTP ${error.status})`);
+    }
+  } }, resolution, h('button', { type: 'submit', class: 'primary resolve' }, 'Resolve'));
+  const sessionSection = h('section', { class: 'session', hidden: true }, h('h3', {}, 'Disputed session'),
+    h('div', { class: 'chat open' }, h('h4', {}, 'Chat with both parties'), chatLog, typing, chatForm), resolveForm);
+
+  root.append(h('header', { class: 'pane-header' }, h('h2', {}, 'Mediator'), who, connBadge), notices, signin, queueSection, sessionSection);
+
+  function place(el, seq) {
+    el.dataset.seq = seq ?? '';
+    const before = [...chatLog.children].find((child) => seq !== undefined && child.dataset.seq && Number(child.dataset.seq) > seq);
+    chatLog.insertBefore(el, before ?? null);
+    chatLog.scrollTop = chatLog.scrollHeight;
+  }
+  function bubble({ message_id, seq, sender_type, message, timestamp, mine }) {
+    const el = sender_type === 'system'
+      ? h('li', { class: 'msg system' }, h('span', { class: 'text' }, message))
+      : h('li', { class: `msg ${mine ? 'mine' : 'theirs'}` }, h('span', { class: 'sender' }, LABEL[sender_type]),
+        h('span', { class: 'text' }, message), h('span', { class: 'meta' }, h('time', {}, timeOf(timestamp))));
+    if (message_id) el.dataset.messageId = message_id;
+    place(el, seq);
+  }
+
+  async function loadQueue() {
+    try {
+      const disputes = await client.listDisputes('open');
+      queue.replaceChildren(...(disputes.length === 0 ? [h('li', { class: 'empty' }, 'No open disputes.')] : disputes.map((dispute) =>
+        h('li', { class: 'dispute' },
+          h('span', {}, `Opened by the ${dispute.opened_by}: “${dispute.reason}”`),
+          h('button', { type: 'button', class: 'primary join', onclick: () => join(dispute) }, 'Join')))));
+    } catch (error) {
+      notify('error', `Loading disputes failed: ${error.message}`);
+    }
+  }
+  async function join(dispute) {
+    try {
+      await client.joinDispute(dispute);
+      queueSection.hidden = true;
+      sessionSection.hidden = false;
+    } catch (error) {
+      notify('error', `Joining failed: ${error.message} (HTTP ${error.status})`);
+      loadQueue();
+    }
+  }
+
+  function start(token) {
+    const claims = decodeTokenClaims(token);
+    if (claims?.role !== 'mediator') {
+      notify('error', "This pane needs a mediator's token.");
+      return;
+    }
+    client = new MediatorClient({ token });
+    client.on('state', ({ state }) => {
+      connBadge.className = `conn ${state === 'open' ? 'online' : 'offline'}`;
+      connBadge.textContent = state === 'open' ? 'Online' : 'Offline';
+      if (state === 'open' && !client.sessionId) loadQueue();
+    });
+    client.on('chat_message', (message) => bubble(message));
+    client.on('system_message', (message) => bubble(message));
+    client.on('chat_pending', ({ client_message_id, message }) => {
+      const el = h('li', { class: 'msg mine' }, h('span', { class: 'sender' }, 'Mediator'), h('span', { class: 'text' }, message));
+      el.dataset.clientId = client_message_id;
+      place(el, undefined);
+    });
+    client.on('chat_confirmed', ({ client_message_id, message_id, seq, alreadyShown }) => {
+      const el = chatLog.querySelector(`[data-client-id="${client_message_id}"]`);
+      if (!el) return;
+      if (alreadyShown) { el.remove(); return; }
+      el.dataset.messageId = message_id;
+      place(el, seq);
+    });
+    client.on('typing_indicator', ({ user_type, is_typing }) => {
+      typing.textContent = `${LABEL[user_type]} is typing…`;
+      typing.hidden = !is_typing;
+    });
+    client.on('error', (frame) => notify('error', frame.error));
+    who.textContent = `${claims.name ?? claims.sub} (${claims.sub})`;
+    signin.hidden = true;
+    queueSection.hidden = false;
+    client.connect();
+  }
+
+  return { get client() { return client; }, notify };
+}
+
 async function main() {
   let devMode = false;
   try {
@@ -822,8 +983,9 @@ async function main() {
   // The seeker's provider id follows the provider pane until the user types their own.
   provider.onUserInput((id) => seeker.setDefaultProviderId(id));
   provider.onSignedIn = (id) => seeker.setDefaultProviderId(id);
+  const mediator = createMediatorPane(document.getElementById('mediator-pane'), { devMode });
 
-  window.marketplace = { devMode, seeker, provider, planeToLatLng };
+  window.marketplace = { devMode, seeker, provider, mediator, planeToLatLng };
   document.body.dataset.ready = 'true';
 }
 

@@ -699,6 +699,11 @@ export class PartyClient extends Emitter {
     return [...this.outbox.values()].map(({ client_message_id, message }) => ({ client_message_id, message }));
   }
 
+  /** Opens a dispute on this session (section 10); a mediator from the platform will join the chat. */
+  openDispute(reason) {
+    return this.api.request('POST', `/api/sessions/${this.session.id}/dispute`, { reason });
+  }
+
   startChat() {
     if (this.requireSession('start_chat')) this.send({ type: 'start_chat', session_id: this.session.id });
   }
@@ -759,6 +764,37 @@ export class PartyClient extends Emitter {
     if (this.requireSession('finish_service')) {
       this.send({ type: 'finish_service', session_id: this.session.id });
     }
+  }
+}
+
+/**
+ * A mediator of the platform (contract section 10): lists disputes, joins one (becoming the third
+ * participant of that session's chat, which it then follows like a party), resolves it.
+ */
+export class MediatorClient extends PartyClient {
+  constructor(options) {
+    super({ ...options, role: 'mediator' });
+  }
+
+  /** GET /api/disputes?status=open|joined|resolved -> [{dispute_id, session_id, reason, ...}] */
+  async listDisputes(status = 'open') {
+    const answer = await this.api.request('GET', `/api/disputes?status=${encodeURIComponent(status)}`);
+    return answer.disputes;
+  }
+
+  /** Joins a dispute (the first mediator wins; 409 for the next) and follows its chat. */
+  async joinDispute(dispute) {
+    const joined = await this.api.request('POST', `/api/disputes/${dispute.dispute_id}/join`, {});
+    this.disputeId = joined.dispute_id;
+    this.resumeSession(dispute.session_id);
+    return joined;
+  }
+
+  /** Resolves the joined dispute with a resolution the parties read; the mediator leaves the chat. */
+  async resolveDispute(resolution) {
+    const resolved = await this.api.request('POST', `/api/disputes/${this.disputeId}/resolve`, { resolution });
+    this.endSession(this.session.id, 'resolved');
+    return resolved;
   }
 }
 

@@ -363,6 +363,11 @@ mod tests {
             "session.*.chat.7"
         );
         let buckets: Vec<KvDefinition> = serde_json::from_str(KV_DEFINITIONS).expect("kv");
-        assert_eq!(buckets.len(), 4);
+        assert_eq!(buckets.len(), 5);
+        assert!(
+            buckets
+                .iter()
+                .any(|bucket| bucket.bucket == PRESENCE_BUCKET)
+        );
     }
 }

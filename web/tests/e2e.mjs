@@ -316,6 +316,47 @@ async function main() {
       await expectMessageOnce('seeker', 'Great, see you soon.', { mine: true, status: 'read' });
     });
 
+    const M = page.locator('#mediator-pane');
+    await step('the seeker opens a dispute and a mediator joins it from the mediator pane', async () => {
+      await S.locator('.dispute-reason').fill('The tap still drips.');
+      await S.locator('.open-dispute').click();
+      for (const pane of [S, P]) {
+        await expectText(pane.locator('.msg.system', { hasText: 'opened a dispute' }), 'The seeker opened a dispute.');
+      }
+      await M.locator('.signin-dev button').click();
+      await expectText(M.locator('.conn'), 'Online', { what: 'mediator connection badge' });
+      await expectText(M.locator('.dispute'), 'Opened by the seeker: “The tap still drips.”');
+      await M.locator('.join').click();
+      for (const pane of [S, P, M]) {
+        await expectText(pane.locator('.msg.system', { hasText: 'joined' }), 'A mediator from the platform joined the chat.');
+      }
+      // The mediator reads the whole conversation, in order.
+      await expectText(M.locator('.msg.theirs', { hasText: 'Great, see you soon.' }), 'Great, see you soon.');
+      await expectText(S.locator('.presence'), 'Mediator online');
+    });
+
+    await step('all three chat in one room, by role only', async () => {
+      await M.locator('.chat-input').fill('Hello both, I am the mediator. What happened?');
+      await M.locator('.chat-input').press('Enter');
+      await expectMessageOnce('seeker', 'Hello both, I am the mediator. What happened?', { mine: false });
+      await expectMessageOnce('provider', 'Hello both, I am the mediator. What happened?', { mine: false });
+      await expectText(S.locator('.msg.theirs', { hasText: 'I am the mediator' }).locator('.sender'), 'Mediator');
+      await sendInChat(S, 'The tap still drips after the repair.');
+      await expectText(M.locator('.msg.theirs', { hasText: 'still drips after' }).locator('.sender'), 'Seeker');
+      await sendInChat(P, 'I can come back tomorrow morning.');
+      await expectText(M.locator('.msg.theirs', { hasText: 'tomorrow morning' }).locator('.sender'), 'Provider');
+      await expectMessageOnce('seeker', 'I can come back tomorrow morning.', { mine: false });
+    });
+
+    await step('the mediator resolves the dispute and leaves the chat', async () => {
+      await M.locator('.resolution').fill('The provider comes back tomorrow at no charge.');
+      await M.locator('.resolve').click();
+      for (const pane of [S, P, M]) {
+        await expectText(pane.locator('.msg.system', { hasText: 'resolved' }), 'The mediator resolved the dispute: The provider comes back tomorrow at no charge.');
+      }
+      await expectHidden(M.locator('.chat-form'));
+    });
+
     await step('seeker finishes with a rating and both panes show the finished session', async () => {
       await S.locator('button.star[aria-label="4 stars"]').click();
       await S.locator('.rating-comment').fill('Quick and friendly, fixed the leak.');

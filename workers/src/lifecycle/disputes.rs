@@ -335,6 +335,15 @@ pub async fn join(
         &mut outbox,
     )
     .await?;
+    // The parties learn at once whether their new participant is online (section 8).
+    let presence = shared::frames::Event::Presence {
+        session_id: with_mediator.session_id,
+        role: Role::Mediator,
+        online: super::presence::is_online(&lifecycle.presence, &caller.user_id).await,
+        timestamp: shared::time::now(),
+    };
+    outbox.to_user(&with_mediator.seeker_id, &presence);
+    outbox.to_user(&with_mediator.provider_id, &presence);
     finish(lifecycle, tx, with_mediator.session_id, outbox).await?;
     Ok(ApiResponse::ok(Dispute::from(joined)))
 }
