@@ -333,9 +333,36 @@ function createPane(root, role, { devMode, defaults }) {
     presence, chat, actions);
   const sessionSection = h('section', { class: 'session', hidden: true }, sessionTitle, sessionState, ended, sessionLive);
 
+  // ---- the inbox (section 9): this user's conversations, with unread counts -------------------
+  const inboxList = h('ul', { class: 'inbox-list' });
+  const inboxSection = h('section', { class: 'inbox', hidden: true },
+    h('h3', {}, 'Conversations ', h('button', { type: 'button', class: 'link refresh-inbox', onclick: () => loadInbox() }, 'Refresh')),
+    inboxList);
+  async function loadInbox() {
+    if (!client) return;
+    try {
+      const { conversations } = await client.api.request('GET', '/api/conversations?limit=10');
+      inboxList.replaceChildren(...conversations.map((conversation) => h('li', { class: 'conversation' },
+        h('span', { class: 'title' }, `${conversation.service_type} · order #${conversation.work_id} · ${conversation.connection_state}`),
+        conversation.unread_count > 0 ? h('span', { class: 'badge unread', title: 'unread messages' }, String(conversation.unread_count)) : null,
+        conversation.dispute ? h('span', { class: 'badge dispute' }, `dispute ${conversation.dispute.status}`) : null,
+        h('span', { class: 'preview' }, conversation.last_message
+          ? `${LABEL[conversation.last_message.sender_type] || 'Notice'}: ${conversation.last_message.preview}`
+          : 'No messages yet'))));
+      inboxSection.hidden = conversations.length === 0;
+    } catch {
+      // The inbox is a convenience: the next event refreshes it.
+    }
+  }
+  let inboxTimer = null;
+  function refreshInboxSoon() {
+    clearTimeout(inboxTimer);
+    inboxTimer = setTimeout(loadInbox, 400);
+  }
+
   root.append(header, notices, signin,
     h('div', { class: 'account', hidden: true }, reconnectButton, signOutButton),
-    roleSection, positionSection, sessionSection);
+    roleSection, positionSection, sessionSection, inboxSection);
 
   // ---- sign in / out -------------------------------------------------------------------------
   async function signInDev() {
@@ -386,6 +413,7 @@ function createPane(root, role, { devMode, defaults }) {
     signin.hidden = true;
     root.querySelector('.account').hidden = false;
     roleSection.hidden = false;
+    refreshInboxSoon();
     positionSection.hidden = false;
     client.connect();
     const saved = localStorage.getItem(storageKey());
@@ -424,6 +452,9 @@ function createPane(root, role, { devMode, defaults }) {
     c.on('session', mine(({ session_id }) => openSession(session_id)));
     c.on('session_state', mine(onSessionState));
     c.on('session_ended', mine(onSessionEnded));
+    for (const type of ['session', 'session_ended', 'chat_message', 'system_message', 'message_status_update']) {
+      c.on(type, mine(refreshInboxSoon));
+    }
     c.on('work_assigned', mine(onWorkAssigned));
     c.on('work_accepted', mine(onWorkAccepted));
     c.on('work_response', mine(onWorkResponse));

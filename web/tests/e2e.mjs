@@ -380,6 +380,9 @@ async function main() {
       if (snapshot.connection_state !== 'completed' || snapshot.rating_stars !== 4 || snapshot.completed_by !== 'seeker') {
         throw new Error(`the server's session is not the finished, rated one: ${JSON.stringify(snapshot)}`);
       }
+      // The inbox lists the finished conversation with its resolved dispute.
+      await expectText(S.locator('.inbox .conversation'), `Plumbing · order #${workId} · completed`);
+      await expectText(S.locator('.inbox .badge.dispute'), 'dispute resolved');
       const errors = await page.locator('.notice.error').allInnerTexts();
       if (errors.length > 0) throw new Error(`unexpected error notices during the session: ${errors.join(' / ')}`);
     });
