@@ -16,7 +16,8 @@ pub async fn run() -> anyhow::Result<()> {
     // The history is written straight into Postgres: 2,000 sessions through the sockets would
     // measure the lifecycle, not the inbox.
     sqlx::query(
-        "INSERT INTO users (user_id) VALUES ('inbox-seeker'), ('inbox-provider') ON CONFLICT DO NOTHING",
+        "INSERT INTO users (user_id, role) VALUES ('inbox-seeker', 'seeker'), ('inbox-provider', 'provider')
+         ON CONFLICT DO NOTHING",
     )
     .execute(&stack.pool)
     .await?;

@@ -121,6 +121,21 @@ async fn a_three_party_dispute_from_opening_to_resolution() {
         assert_eq!(heard["message"], "Hello both, I am the mediator.");
         assert!(heard.get("sender_id").is_none() && heard.get("user_id").is_none());
     }
+    // A party's receipt on the mediator's message moves it (it no longer counts as unread) and
+    // tells nobody: receipts stay between the parties.
+    seeker
+        .send(json!({"type": "message_read", "message_id": sent["message_id"]}))
+        .await;
+    mediator
+        .expect_no("message_status_update", Duration::from_millis(500))
+        .await;
+    let status: String = sqlx::query_scalar(
+        "SELECT delivery_status FROM chat_messages WHERE sender_type = 'mediator'",
+    )
+    .fetch_one(&stack.pool)
+    .await
+    .expect("the mediator's message");
+    assert_eq!(status, "read");
     say(&mut provider, &session_id, "The pipe still leaks.").await;
     assert_eq!(
         mediator.expect("chat_message").await["sender_type"],

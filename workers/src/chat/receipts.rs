@@ -2,8 +2,8 @@
 //! (sent -> delivered -> read; read implies delivered), and each change gives the sender's sockets
 //! one `message_status_update`. Repeats and late `delivered`s are ignored silently. For anyone but
 //! the recipient the message does not exist. Receipts stay between seeker and provider (contract
-//! section 10): a mediator's are accepted and change nothing, and nobody's receipt moves a
-//! mediator's message.
+//! section 10): a mediator's are accepted and change nothing, and a party's receipt on a
+//! mediator's message moves its status silently (one status, shared by both parties).
 
 use super::batch::ChatBatch;
 use crate::outbox::Outbox;
@@ -57,16 +57,26 @@ pub fn handle(
         Role::Provider => sender.user_id == target.provider_id,
         Role::Mediator => target.mediator_id.as_deref() == Some(sender.user_id.as_str()),
     };
+    if sender.role == Role::Mediator {
+        return if is_party_of_session {
+            Ok(())
+        } else {
+            Err(not_found())
+        };
+    }
     let recipient_role = match target.sender_type.as_str() {
         "seeker" => Role::Provider,
         "provider" => Role::Seeker,
-        // A mediator's message: no receipt moves it.
-        _ if is_party_of_session => return Ok(()),
+        // A mediator's message: either party's receipt moves its status (so it stops counting as
+        // unread), and no event tells anyone (receipts stay between the parties).
+        _ if is_party_of_session => {
+            if Status::parse(&target.delivery_status) < wanted {
+                batch.set_status(message_id, wanted.as_str());
+            }
+            return Ok(());
+        }
         _ => return Err(not_found()),
     };
-    if sender.role == Role::Mediator && is_party_of_session {
-        return Ok(());
-    }
     if sender.role != recipient_role || !is_party_of_session {
         return Err(not_found());
     }
