@@ -1,5 +1,6 @@
-//! Authentication of REST calls and WebSocket upgrades: a JWT from `Authorization: Bearer` or
-//! `?token=`, 401 when missing or invalid, 403 when the role does not fit the endpoint.
+//! Authentication of REST calls and WebSocket upgrades: a JWT from `Authorization: Bearer`,
+//! `?token=` or a `token` cookie (contract section 11: the neighbouring systems' web clients send
+//! one), 401 when missing or invalid, 403 when the role does not fit the endpoint.
 
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -27,7 +28,7 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// Finds the token (header first, then `?token=`) and verifies it; `required` is the role the
+/// Finds the token (header first, then `?token=`, then the cookie) and verifies it; `required` is the role the
 /// endpoint is for, if any.
 pub fn authenticate(
     verifier: &shared::auth::TokenVerifier,
@@ -44,8 +45,15 @@ pub fn authenticate(
                 .or(value.strip_prefix("bearer "))
         })
         .map(str::trim);
+    let from_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .find_map(|cookie| cookie.trim().strip_prefix("token="));
     let token = from_header
         .or(query.get("token").map(String::as_str))
+        .or(from_cookie)
         .filter(|token| !token.is_empty())
         .ok_or(Refusal::Unauthorized(AuthError::Missing))?;
     let identity = verifier.verify(token).map_err(Refusal::Unauthorized)?;

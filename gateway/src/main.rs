@@ -190,6 +190,14 @@ fn router(state: SharedState) -> Router {
         .route("/ws/work/provider/", get(socket::provider_upgrade))
         .route("/ws/work/seeker", get(socket::seeker_upgrade))
         .route("/ws/work/seeker/", get(socket::seeker_upgrade))
+        .route(
+            "/ws/chat/{conversation_id}",
+            get(socket::conversation_upgrade),
+        )
+        .route(
+            "/ws/chat/{conversation_id}/",
+            get(socket::conversation_upgrade),
+        )
         .route("/ws/work/mediator", get(socket::mediator_upgrade))
         .route("/ws/work/mediator/", get(socket::mediator_upgrade))
         .route(

@@ -48,6 +48,23 @@ async fn forward(
         Ok(payload) => payload,
         Err(_) => return error(StatusCode::BAD_REQUEST, "invalid request"),
     };
+    match request_worker(state, &identity, subject, payload).await {
+        Ok(answer) => {
+            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            (status, Json(answer.body)).into_response()
+        }
+        Err(refusal) => refusal,
+    }
+}
+
+/// Sends a REST call to its worker as the caller and returns the worker's answer, or the HTTP
+/// answer for a worker that is not there.
+async fn request_worker(
+    state: &SharedState,
+    identity: &shared::auth::Identity,
+    subject: &'static str,
+    payload: Vec<u8>,
+) -> Result<ApiResponse, Response> {
     let mut nats_headers = async_nats::HeaderMap::new();
     nats_headers.insert(headers::USER_ID, identity.user_id.as_str());
     nats_headers.insert(headers::ROLE, identity.role.as_str());
@@ -61,16 +78,11 @@ async fn forward(
         .request_with_headers(subject, nats_headers, payload.into())
         .await;
     match reply {
-        Ok(message) => match serde_json::from_slice::<ApiResponse>(&message.payload) {
-            Ok(answer) => {
-                let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-                (status, Json(answer.body)).into_response()
-            }
-            Err(_) => error(StatusCode::BAD_GATEWAY, "malformed answer from a worker"),
-        },
+        Ok(message) => serde_json::from_slice::<ApiResponse>(&message.payload)
+            .map_err(|_| error(StatusCode::BAD_GATEWAY, "malformed answer from a worker")),
         Err(failure) => {
             tracing::warn!(subject, error = %failure, "REST forward failed");
-            match failure.kind() {
+            Err(match failure.kind() {
                 async_nats::RequestErrorKind::TimedOut => error(
                     StatusCode::GATEWAY_TIMEOUT,
                     "the service did not answer in time",
@@ -79,9 +91,29 @@ async fn forward(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "service unavailable, please retry",
                 ),
-            }
+            })
         }
     }
+}
+
+/// Asks the worker owning `subject` about the resource `id` as `identity` would over REST (the
+/// dialects' handshakes: is this user part of that session?); the answer's HTTP status.
+pub async fn ask(
+    state: &SharedState,
+    identity: &shared::auth::Identity,
+    subject: &'static str,
+    id: &str,
+) -> Result<u16, Response> {
+    let request = ApiRequest {
+        id: Some(id.to_owned()),
+        query: BTreeMap::new(),
+        body: None,
+    };
+    let payload = serde_json::to_vec(&request)
+        .map_err(|_| error(StatusCode::BAD_REQUEST, "invalid request"))?;
+    request_worker(state, identity, subject, payload)
+        .await
+        .map(|answer| answer.status)
 }
 
 pub async fn get_profile(

@@ -15,6 +15,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
+use gateway::dialects::Dialect;
+use gateway::dialects::conversation_socket::ConversationSocket;
 use gateway::inbound::{self, Verdict};
 use gateway::limits::{Abuse, Coalescer, Held, TokenBucket};
 use shared::auth::{Identity, Role};
@@ -77,7 +79,54 @@ fn upgrade_for(
         .write_buffer_size(0)
         .max_message_size(TRANSPORT_LIMIT)
         .max_frame_size(TRANSPORT_LIMIT)
-        .on_upgrade(move |socket| run(state, identity, socket))
+        .on_upgrade(move |socket| run(state, identity, socket, None))
+}
+
+/// Seed 002's conversation socket (`/ws/chat/{conversation_id}/`, contract section 11): any role,
+/// participants of that session only (403 for anyone else and for an unknown id, as the seed's
+/// server answers), spoken through `dialects::conversation_socket`.
+pub async fn conversation_upgrade(
+    State(state): State<SharedState>,
+    headers: HttpHeaders,
+    Query(query): Query<BTreeMap<String, String>>,
+    axum::extract::Path(conversation_id): axum::extract::Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let identity = match authenticate(&state.verifier, &headers, &query, None) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let forbidden = || {
+        let error = serde_json::json!({"error": "not a participant of this conversation"});
+        (axum::http::StatusCode::FORBIDDEN, axum::Json(error)).into_response()
+    };
+    let Ok(session_id) = uuid::Uuid::parse_str(&conversation_id) else {
+        return forbidden();
+    };
+    // The workers know who is in a session; the gateway asks once per connection.
+    match crate::rest::ask(
+        &state,
+        &identity,
+        shared::subjects::api::SESSIONS_GET,
+        &conversation_id,
+    )
+    .await
+    {
+        Ok(200) => {}
+        Ok(_) => return forbidden(),
+        Err(unavailable) => return unavailable,
+    }
+    if state.registry.sockets_of(&identity.user_id) >= state.config.ws_max_sockets_per_user {
+        let error = serde_json::json!({"error": "too many open sockets for this user"});
+        return (axum::http::StatusCode::TOO_MANY_REQUESTS, axum::Json(error)).into_response();
+    }
+    let dialect: Arc<dyn Dialect> = Arc::new(ConversationSocket { session_id });
+    upgrade
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_message_size(TRANSPORT_LIMIT)
+        .max_frame_size(TRANSPORT_LIMIT)
+        .on_upgrade(move |socket| run(state, identity, socket, Some(dialect)))
 }
 
 /// Per-socket state the frame handling needs.
@@ -97,12 +146,19 @@ struct Connection {
     abuse: Abuse,
     typing: Coalescer,
     location: Coalescer,
+    /// The client protocol of a neighbouring system this socket speaks, if not the native one.
+    dialect: Option<Arc<dyn Dialect>>,
 }
 
 /// One socket: this task reads and publishes; a writer task (`write_loop`) owns the sending half,
 /// so a client whose frames wait on JetStream acks still receives its events, and a stalled
 /// writer never blocks reading.
-async fn run(state: SharedState, identity: Identity, socket: WebSocket) {
+async fn run(
+    state: SharedState,
+    identity: Identity,
+    socket: WebSocket,
+    dialect: Option<Arc<dyn Dialect>>,
+) {
     let conn_id = state.registry.next_conn_id();
     let (outbound, queued) = mpsc::channel(state.config.ws_outbound_queue);
     let evict = Arc::new(Notify::new());
@@ -126,6 +182,7 @@ async fn run(state: SharedState, identity: Identity, socket: WebSocket) {
         state.clone(),
         send_timeout,
         conn_id.clone(),
+        dialect.clone(),
     ));
     let ping_after = Duration::from_secs(state.config.ws_ping_secs.max(1));
     let idle_limit = Duration::from_secs(state.config.ws_idle_timeout_secs.max(1));
@@ -148,6 +205,7 @@ async fn run(state: SharedState, identity: Identity, socket: WebSocket) {
         abuse: Abuse::default(),
         typing: Coalescer::new(interval_of(state.config.ws_rate_typing_per_sec)),
         location: Coalescer::new(interval_of(state.config.ws_rate_location_per_sec)),
+        dialect,
     };
     // A socket upgraded while the gateway stops is closed at once.
     let mut shutdown = state.shutdown.subscribe();
@@ -175,7 +233,7 @@ async fn run(state: SharedState, identity: Identity, socket: WebSocket) {
                 };
                 last_heard = Instant::now();
                 match message {
-                    Message::Text(text) => connection.on_text(text).await,
+                    Message::Text(text) => connection.on_client_text(text).await,
                     Message::Binary(_) => {
                         state.stats.frame_in();
                         connection.reply(&Event::error(errors::INVALID_JSON, None, None)).await;
@@ -240,11 +298,19 @@ async fn write_loop(
     state: SharedState,
     send_timeout: Duration,
     conn_id: Arc<str>,
+    dialect: Option<Arc<dyn Dialect>>,
 ) {
     loop {
         let message = tokio::select! {
             next = queued.recv() => match next {
                 Some(Outgoing::Frame(frame)) => {
+                    let frame = match &dialect {
+                        None => frame,
+                        Some(dialect) => match dialect.outbound(frame.as_str()) {
+                            Some(translated) => Utf8Bytes::from(translated),
+                            None => continue,
+                        },
+                    };
                     state.stats.frame_out();
                     Message::Text(frame)
                 }
@@ -333,6 +399,27 @@ impl Connection {
     /// Asks the writer to close the socket; the read loop ends when it has.
     async fn close(&self, code: u16, reason: &'static str) {
         let _ = self.outbound.send(Outgoing::CloseWith(code, reason)).await;
+    }
+
+    /// A text frame from the client: a dialect's is translated to a native frame first.
+    async fn on_client_text(&mut self, text: Utf8Bytes) {
+        let Some(dialect) = self.dialect.clone() else {
+            return self.on_text(text).await;
+        };
+        if text.len() > FRAME_LIMIT {
+            return self.on_text(text).await;
+        }
+        match dialect.inbound(text.as_str()) {
+            Ok(Some(native)) => self.on_text(Utf8Bytes::from(native)).await,
+            Ok(None) => self.state.stats.frame_in(),
+            Err(reason) => {
+                self.state.stats.frame_in();
+                let _ = self
+                    .outbound
+                    .send(Outgoing::Frame(Utf8Bytes::from(dialect.error(&reason))))
+                    .await;
+            }
+        }
     }
 
     async fn on_text(&mut self, text: Utf8Bytes) {

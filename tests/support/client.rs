@@ -43,11 +43,29 @@ impl Client {
 
     /// Connects to `url`, optionally with an `Authorization` header.
     pub async fn connect_url(url: &str, authorization: Option<&str>) -> Result<Client, Refused> {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|value| ("authorization", value))
+            .into_iter()
+            .collect();
+        Client::connect_url_with_headers(url, &headers).await
+    }
+
+    /// Connects to `url` sending `cookie` (a browser's `Cookie` header).
+    pub async fn connect_url_with_cookie(url: &str, cookie: &str) -> Result<Client, Refused> {
+        Client::connect_url_with_headers(url, &[("cookie", cookie)]).await
+    }
+
+    async fn connect_url_with_headers(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, Refused> {
         let mut request = url.into_client_request().expect("valid URL");
-        if let Some(value) = authorization {
-            request
-                .headers_mut()
-                .insert("authorization", value.parse().expect("header value"));
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .expect("header name"),
+                value.parse().expect("header value"),
+            );
         }
         // Small read buffers, as a phone's: the default 128 KiB is zeroed again and again, which
         // costs the benchmarks' load client more CPU than the frames themselves.

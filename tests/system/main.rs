@@ -3,6 +3,7 @@
 mod authorization;
 mod chat;
 mod conversations;
+mod dialects;
 mod disputes;
 mod distance;
 mod gateway;
