@@ -4,6 +4,7 @@
 
 mod auth;
 mod dev;
+mod docs;
 mod presence;
 mod registry;
 mod rest;
@@ -184,6 +185,10 @@ fn router(state: SharedState) -> Router {
     }
     router
         .route("/health", get(stats::health))
+        .route("/docs", get(docs::index))
+        .route("/docs/", get(docs::index))
+        .route("/docs/openapi.json", get(docs::openapi_json))
+        .route("/docs/asyncapi.yaml", get(docs::asyncapi_yaml))
         .route("/api/websocket/stats", get(stats::websocket_stats))
         .route("/metrics", get(stats::metrics))
         .route("/ws/work/provider", get(socket::provider_upgrade))

@@ -116,6 +116,17 @@ pub async fn ask(
         .map(|answer| answer.status)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/me/profile",
+    tag = "profile",
+    summary = "The caller's profile (created by the first call)",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "{name, mobile, profile_pic}", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn get_profile(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -124,6 +135,19 @@ pub async fn get_profile(
     forward(&state, &headers, query, None, api::PROFILE_GET, None, None).await
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/me/profile",
+    tag = "profile",
+    summary = "Store the caller's profile",
+    security(("bearer" = [])),
+    request_body = crate::docs::ProfileBody,
+    responses(
+        (status = 200, description = "the stored profile", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn put_profile(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -142,6 +166,18 @@ pub async fn put_profile(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/provider/status",
+    tag = "statuses",
+    summary = "A provider's availability",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "{is_active, latitude, longitude}", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn get_provider_status(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -159,6 +195,20 @@ pub async fn get_provider_status(
     .await
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/provider/status",
+    tag = "statuses",
+    summary = "Set a provider's availability",
+    security(("bearer" = [])),
+    request_body = crate::docs::ProviderStatusBody,
+    responses(
+        (status = 200, description = "the stored status", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
+        (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn put_provider_status(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -177,6 +227,18 @@ pub async fn put_provider_status(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/seeker/search",
+    tag = "statuses",
+    summary = "A seeker's search status",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "{is_searching, latitude, longitude}", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn get_seeker_search(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -194,6 +256,20 @@ pub async fn get_seeker_search(
     .await
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/seeker/search",
+    tag = "statuses",
+    summary = "Set a seeker's search status",
+    security(("bearer" = [])),
+    request_body = crate::docs::SeekerSearchBody,
+    responses(
+        (status = 200, description = "the stored status", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
+        (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn put_seeker_search(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -212,6 +288,22 @@ pub async fn put_seeker_search(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/work-orders",
+    tag = "work orders",
+    summary = "A seeker asks a provider for help",
+    security(("bearer" = [])),
+    request_body = crate::docs::WorkOrderBody,
+    responses(
+        (status = 200, description = "201 {work_id, status: pending}", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
+        (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
+        (status = 409, description = "conflicts with the current state", body = crate::docs::ErrorBody),
+        (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn create_work_order(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -230,6 +322,19 @@ pub async fn create_work_order(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/work-orders/{work_id}",
+    tag = "work orders",
+    summary = "A work order, for its seeker or provider",
+    security(("bearer" = [])),
+    params(("work_id" = i64, Path, description = "a work order id")),
+    responses(
+        (status = 200, description = "{work_id, status, session_id, service_type, created_at}", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn get_work_order(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -254,6 +359,19 @@ pub async fn get_work_order(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{session_id}",
+    tag = "sessions",
+    summary = "The session's snapshot, for its participants",
+    security(("bearer" = [])),
+    params(("session_id" = String, Path, description = "a session id (UUID)")),
+    responses(
+        (status = 200, description = "the snapshot (contract section 3, with presence)", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn get_session(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -278,6 +396,20 @@ pub async fn get_session(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{session_id}/messages",
+    tag = "sessions",
+    summary = "Chat history, newest page first",
+    security(("bearer" = [])),
+    params(("session_id" = String, Path, description = "a session id (UUID)"), ("limit" = Option<i64>, Query, description = "1..200, default 50"), ("before" = Option<i64>, Query, description = "only messages with a lower seq")),
+    responses(
+        (status = 200, description = "{messages, has_more}", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
+        (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn list_messages(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -302,6 +434,21 @@ pub async fn list_messages(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{session_id}/read",
+    tag = "sessions",
+    summary = "Mark the other parties' messages read up to a seq",
+    security(("bearer" = [])),
+    params(("session_id" = String, Path, description = "a session id (UUID)")),
+    request_body = crate::docs::ReadBody,
+    responses(
+        (status = 200, description = "{session_id, up_to_seq, unread_count}", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
+        (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn read_up_to(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -327,6 +474,19 @@ pub async fn read_up_to(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/conversations",
+    tag = "sessions",
+    summary = "The caller's inbox, most recent activity first",
+    security(("bearer" = [])),
+    params(("limit" = Option<i64>, Query, description = "1..100, default 20"), ("before" = Option<String>, Query, description = "next_cursor of the previous page")),
+    responses(
+        (status = 200, description = "{conversations, next_cursor}", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn list_conversations(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -365,6 +525,22 @@ async fn forward_by_uuid(
     forward(state, headers, query, role, subject, Some(id), body).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{session_id}/dispute",
+    tag = "disputes",
+    summary = "A party opens a dispute",
+    security(("bearer" = [])),
+    params(("session_id" = String, Path, description = "a session id (UUID)")),
+    request_body = crate::docs::DisputeBody,
+    responses(
+        (status = 200, description = "201 the dispute", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
+        (status = 409, description = "conflicts with the current state", body = crate::docs::ErrorBody),
+        (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn open_dispute(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -386,6 +562,20 @@ pub async fn open_dispute(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/disputes",
+    tag = "disputes",
+    summary = "Disputes in a state (mediators)",
+    security(("bearer" = [])),
+    params(("status" = Option<String>, Query, description = "open (default), joined or resolved")),
+    responses(
+        (status = 200, description = "{disputes}", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
+        (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn list_disputes(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -404,6 +594,19 @@ pub async fn list_disputes(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/disputes/{dispute_id}",
+    tag = "disputes",
+    summary = "A dispute, for its parties and its mediator",
+    security(("bearer" = [])),
+    params(("dispute_id" = String, Path, description = "a dispute id (UUID)")),
+    responses(
+        (status = 200, description = "the dispute", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn get_dispute(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -417,6 +620,21 @@ pub async fn get_dispute(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/disputes/{dispute_id}/join",
+    tag = "disputes",
+    summary = "The first mediator to join becomes a participant",
+    security(("bearer" = [])),
+    params(("dispute_id" = String, Path, description = "a dispute id (UUID)")),
+    responses(
+        (status = 200, description = "the dispute", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
+        (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
+        (status = 409, description = "conflicts with the current state", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn join_dispute(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -430,6 +648,23 @@ pub async fn join_dispute(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/disputes/{dispute_id}/resolve",
+    tag = "disputes",
+    summary = "Its mediator resolves the dispute",
+    security(("bearer" = [])),
+    params(("dispute_id" = String, Path, description = "a dispute id (UUID)")),
+    request_body = crate::docs::ResolutionBody,
+    responses(
+        (status = 200, description = "the dispute", body = Object),
+        (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
+        (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
+        (status = 409, description = "conflicts with the current state", body = crate::docs::ErrorBody),
+        (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
+    )
+)]
 pub async fn resolve_dispute(
     State(state): State<SharedState>,
     headers: HeaderMap,

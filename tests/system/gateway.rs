@@ -566,3 +566,69 @@ async fn a_gateway_stopped_with_sigterm_closes_every_socket_with_1012_after_publ
         "the frame read before the signal was published and applied"
     );
 }
+
+#[tokio::test]
+async fn the_api_documents_are_served_and_the_openapi_document_names_every_rest_route() {
+    let stack = gateway_only(&[]).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", stack.gateway);
+    let openapi: serde_json::Value = client
+        .get(format!("{base}/docs/openapi.json"))
+        .send()
+        .await
+        .expect("openapi.json")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(openapi["openapi"].as_str().expect("version").starts_with("3.1"));
+    let routes = [
+        ("get", "/api/me/profile"),
+        ("put", "/api/me/profile"),
+        ("get", "/api/provider/status"),
+        ("put", "/api/provider/status"),
+        ("get", "/api/seeker/search"),
+        ("put", "/api/seeker/search"),
+        ("post", "/api/work-orders"),
+        ("get", "/api/work-orders/{work_id}"),
+        ("get", "/api/sessions/{session_id}"),
+        ("get", "/api/sessions/{session_id}/messages"),
+        ("post", "/api/sessions/{session_id}/read"),
+        ("get", "/api/conversations"),
+        ("post", "/api/sessions/{session_id}/dispute"),
+        ("get", "/api/disputes"),
+        ("get", "/api/disputes/{dispute_id}"),
+        ("post", "/api/disputes/{dispute_id}/join"),
+        ("post", "/api/disputes/{dispute_id}/resolve"),
+    ];
+    for (method, path) in routes {
+        let operation = &openapi["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is not documented");
+        assert!(operation["responses"]["401"].is_object(), "{method} {path}");
+    }
+    let documented: usize = openapi["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .map(|operations| operations.as_object().map_or(0, |o| o.len()))
+        .sum();
+    assert_eq!(documented, routes.len(), "a documented route this test does not know");
+    let asyncapi = client
+        .get(format!("{base}/docs/asyncapi.yaml"))
+        .send()
+        .await
+        .expect("asyncapi.yaml")
+        .text()
+        .await
+        .expect("text");
+    assert!(asyncapi.contains("asyncapi: 3.0.0"));
+    for address in ["/ws/work/seeker/", "/ws/chat/{conversation_id}/", "user.{user_id}.events"] {
+        assert!(asyncapi.contains(address), "{address}");
+    }
+    let index = client
+        .get(format!("{base}/docs/"))
+        .send()
+        .await
+        .expect("index");
+    assert_eq!(index.status(), 200);
+    assert!(index.text().await.expect("html").contains("openapi.json"));
+}
