@@ -144,6 +144,7 @@ pub async fn get_profile(
     request_body = crate::docs::ProfileBody,
     responses(
         (status = 200, description = "the stored profile", body = Object),
+        (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
         (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
     )
@@ -204,6 +205,7 @@ pub async fn get_provider_status(
     request_body = crate::docs::ProviderStatusBody,
     responses(
         (status = 200, description = "the stored status", body = Object),
+        (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
         (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
         (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
@@ -265,6 +267,7 @@ pub async fn get_seeker_search(
     request_body = crate::docs::SeekerSearchBody,
     responses(
         (status = 200, description = "the stored status", body = Object),
+        (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
         (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
         (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
@@ -297,6 +300,7 @@ pub async fn put_seeker_search(
     request_body = crate::docs::WorkOrderBody,
     responses(
         (status = 200, description = "201 {work_id, status: pending}", body = Object),
+        (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
         (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
         (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
@@ -444,6 +448,7 @@ pub async fn list_messages(
     request_body = crate::docs::ReadBody,
     responses(
         (status = 200, description = "{session_id, up_to_seq, unread_count}", body = Object),
+        (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
         (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
         (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
@@ -535,6 +540,7 @@ async fn forward_by_uuid(
     request_body = crate::docs::DisputeBody,
     responses(
         (status = 200, description = "201 the dispute", body = Object),
+        (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
         (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
         (status = 409, description = "conflicts with the current state", body = crate::docs::ErrorBody),
@@ -658,6 +664,7 @@ pub async fn join_dispute(
     request_body = crate::docs::ResolutionBody,
     responses(
         (status = 200, description = "the dispute", body = Object),
+        (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
         (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
         (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),

@@ -580,7 +580,12 @@ async fn the_api_documents_are_served_and_the_openapi_document_names_every_rest_
         .json()
         .await
         .expect("JSON");
-    assert!(openapi["openapi"].as_str().expect("version").starts_with("3.1"));
+    assert!(
+        openapi["openapi"]
+            .as_str()
+            .expect("version")
+            .starts_with("3.1")
+    );
     let routes = [
         ("get", "/api/me/profile"),
         ("put", "/api/me/profile"),
@@ -611,7 +616,11 @@ async fn the_api_documents_are_served_and_the_openapi_document_names_every_rest_
         .values()
         .map(|operations| operations.as_object().map_or(0, |o| o.len()))
         .sum();
-    assert_eq!(documented, routes.len(), "a documented route this test does not know");
+    assert_eq!(
+        documented,
+        routes.len(),
+        "a documented route this test does not know"
+    );
     let asyncapi = client
         .get(format!("{base}/docs/asyncapi.yaml"))
         .send()
@@ -621,7 +630,11 @@ async fn the_api_documents_are_served_and_the_openapi_document_names_every_rest_
         .await
         .expect("text");
     assert!(asyncapi.contains("asyncapi: 3.0.0"));
-    for address in ["/ws/work/seeker/", "/ws/chat/{conversation_id}/", "user.{user_id}.events"] {
+    for address in [
+        "/ws/work/seeker/",
+        "/ws/chat/{conversation_id}/",
+        "user.{user_id}.events",
+    ] {
         assert!(asyncapi.contains(address), "{address}");
     }
     let index = client
