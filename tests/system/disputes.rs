@@ -151,13 +151,30 @@ async fn a_three_party_dispute_from_opening_to_resolution() {
             "mediator"
         );
     }
-    // A mediator's reading changes no status and tells nobody.
+    // The mediator's inbox counts what they have not read yet...
+    let mediator_inbox = http
+        .get("/api/conversations", &first)
+        .await
+        .expect_status(200);
+    let listed = &mediator_inbox.body["conversations"][0];
+    assert_eq!(listed["session_id"], session_id.as_str());
+    assert_eq!(listed["my_role"], "mediator");
+    assert_eq!(
+        listed["unread_count"], 2,
+        "the seeker's and the provider's messages"
+    );
+    // ...and their reading changes no status and tells nobody, but clears their own count.
     mediator
         .send(json!({"type": "messages_read", "session_id": session_id, "up_to_seq": 100}))
         .await;
     provider
         .expect_no("messages_read", Duration::from_millis(500))
         .await;
+    let mediator_inbox = http
+        .get("/api/conversations", &first)
+        .await
+        .expect_status(200);
+    assert_eq!(mediator_inbox.body["conversations"][0]["unread_count"], 0);
 
     // Who may see the dispute: its parties and its mediator; nobody else learns it exists.
     let seeker_token = stack.token("seek1", Role::Seeker);

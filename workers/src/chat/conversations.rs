@@ -63,14 +63,18 @@ struct Conversation {
     updated_at: String,
 }
 
+/// The inbox of one side: `$side` is the caller's column, `$own_type` their `sender_type`, and
+/// `$unread` what makes a message of the others unread for them (a party: not read; a mediator,
+/// whose reading moves no status: beyond how far they read).
 macro_rules! inbox_query {
-    ($side:literal, $own_type:literal) => {
+    ($side:literal, $own_type:literal, $unread:literal) => {
         concat!(
             "SELECT s.session_id, s.work_id, o.service_type, s.connection_state, s.last_activity_at,
                     lm.seq AS last_seq, lm.sender_type AS last_sender_type, lm.kind AS last_kind,
                     lm.message_text AS last_text, lm.created_at AS last_at, u.unread_count,
                     d.dispute_id, d.status AS dispute_status
-             FROM (SELECT session_id, work_id, connection_state, last_activity_at FROM work_sessions
+             FROM (SELECT session_id, work_id, connection_state, last_activity_at, mediator_read_seq
+                   FROM work_sessions
                    WHERE ",
             $side,
             " = $1 AND (chat_expires_at IS NULL OR chat_expires_at > now())
@@ -83,8 +87,9 @@ macro_rules! inbox_query {
                  ORDER BY seq DESC LIMIT 1) lm ON true
              CROSS JOIN LATERAL (
                  SELECT count(*) AS unread_count FROM chat_messages
-                 WHERE session_id = s.session_id AND delivery_status <> 'read'
-                   AND sender_type NOT IN ('",
+                 WHERE session_id = s.session_id AND ",
+            $unread,
+            " AND sender_type NOT IN ('",
             $own_type,
             "', 'system') AND (expires_at IS NULL OR expires_at > now())) u
              LEFT JOIN LATERAL (
@@ -133,9 +138,9 @@ pub async fn list(
         }
     };
     let query = match caller.role {
-        Role::Seeker => inbox_query!("seeker_id", "seeker"),
-        Role::Provider => inbox_query!("provider_id", "provider"),
-        Role::Mediator => inbox_query!("mediator_id", "mediator"),
+        Role::Seeker => inbox_query!("seeker_id", "seeker", "delivery_status <> 'read'"),
+        Role::Provider => inbox_query!("provider_id", "provider", "delivery_status <> 'read'"),
+        Role::Mediator => inbox_query!("mediator_id", "mediator", "seq > s.mediator_read_seq"),
     };
     let mut rows = sqlx::query_as::<_, Row>(query)
         .bind(&caller.user_id)

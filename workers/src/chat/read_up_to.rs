@@ -55,6 +55,23 @@ async fn mark_read(
         .collect())
 }
 
+/// Moves how far the session's mediator has read (never back).
+async fn mediator_read_up_to(
+    tx: &mut PgConnection,
+    session_id: Uuid,
+    up_to_seq: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE work_sessions SET mediator_read_seq = GREATEST(mediator_read_seq, $2)
+         WHERE session_id = $1",
+    )
+    .bind(session_id)
+    .bind(up_to_seq)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// The `messages_read` frame, in its session's order with the chat messages it covers.
 pub async fn handle(
     tx: &mut PgConnection,
@@ -68,8 +85,11 @@ pub async fn handle(
     let Some(up_to_seq) = up_to_seq_of(up_to_seq.as_ref()) else {
         return Err(FrameError::refused(INVALID_UP_TO_SEQ, Some(session_id)));
     };
-    // A mediator's reading changes no status and tells nobody (section 10).
+    // A mediator's reading changes no status and tells nobody (section 10); it only moves how
+    // far they have read, for their inbox.
     if role == Role::Mediator {
+        batch.flush(tx).await?;
+        mediator_read_up_to(tx, session_id, up_to_seq).await?;
         return Ok(());
     }
     // Messages and receipts earlier in this batch are what the reader has seen.
@@ -105,15 +125,17 @@ pub async fn over_rest(
         return Ok(ApiResponse::error(422, INVALID_UP_TO_SEQ));
     };
     let deliveries = if role == Role::Mediator {
+        mediator_read_up_to(&mut tx, session_id, up_to_seq).await?;
         Vec::new()
     } else {
         mark_read(&mut tx, session_id, role, up_to_seq).await?
     };
     let unread_count: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM chat_messages
-         WHERE session_id = $1 AND delivery_status <> 'read'
-           AND sender_type <> $2 AND sender_type <> 'system'
-           AND (expires_at IS NULL OR expires_at > now())",
+        "SELECT count(*) FROM chat_messages m JOIN work_sessions s ON s.session_id = m.session_id
+         WHERE m.session_id = $1 AND m.sender_type <> $2 AND m.sender_type <> 'system'
+           AND (CASE WHEN $2 = 'mediator' THEN m.seq > s.mediator_read_seq
+                     ELSE m.delivery_status <> 'read' END)
+           AND (m.expires_at IS NULL OR m.expires_at > now())",
     )
     .bind(session_id)
     .bind(role.as_str())

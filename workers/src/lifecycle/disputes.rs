@@ -318,11 +318,13 @@ pub async fn join(
             "another mediator has joined this dispute, or it is resolved",
         ));
     };
-    sqlx::query("UPDATE work_sessions SET mediator_id = $2 WHERE session_id = $1")
-        .bind(row.session_id)
-        .bind(&caller.user_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE work_sessions SET mediator_id = $2, mediator_read_seq = 0 WHERE session_id = $1",
+    )
+    .bind(row.session_id)
+    .bind(&caller.user_id)
+    .execute(&mut *tx)
+    .await?;
     let with_mediator = SessionRow {
         mediator_id: Some(caller.user_id.clone()),
         ..row
