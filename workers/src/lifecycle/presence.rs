@@ -139,8 +139,28 @@ pub async fn serve(
     store: kv::Store,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    // The bucket's current state first (every key's latest value), then each change.
-    let mut watch = store.watch_with_history(">").await?;
+    let (nats, pool, store) = (&nats, &pool, &store);
+    loop {
+        // The bucket's current state first (every key's latest value), then each change. A watch
+        // that ends (NATS restarted, say) is opened again and the facts read anew; users online
+        // meanwhile stay online (their state does not change), and ones who left are announced
+        // when the grace runs out after the new watch.
+        match store.watch_with_history(">").await {
+            Ok(watch) => follow(nats, pool, store, grace, watch).await,
+            Err(error) => tracing::warn!(%error, "cannot watch the presence bucket; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Follows one watch of the bucket until it ends.
+async fn follow(
+    nats: &async_nats::Client,
+    pool: &PgPool,
+    store: &kv::Store,
+    grace: Duration,
+    mut watch: kv::Watch,
+) {
     let mut facts = Facts::default();
     let mut sweeps = tokio::time::interval(SWEEP);
     // Until the bucket's current state has been read, a socket key may precede its gateway's.
@@ -148,7 +168,10 @@ pub async fn serve(
     loop {
         tokio::select! {
             entry = watch.next() => {
-                let Some(entry) = entry else { anyhow::bail!("the presence watch ended") };
+                let Some(entry) = entry else {
+                    tracing::warn!("the presence watch ended; watching again");
+                    return;
+                };
                 let Ok(entry) = entry else { continue };
                 if entry.delta == 0 {
                     caught_up = true;
@@ -169,7 +192,7 @@ pub async fn serve(
                         tracing::debug!(%user_id, %gateway, present, "socket fact");
                         if present {
                             if facts.add_socket(user_id, gateway) {
-                                announce(&nats, &pool, &store, user_id, true).await;
+                                announce(nats, pool, store, user_id, true).await;
                             }
                         } else {
                             facts.remove_socket(user_id, gateway);
@@ -187,7 +210,7 @@ pub async fn serve(
                     }
                 }
                 for user_id in facts.gone(grace) {
-                    announce(&nats, &pool, &store, &user_id, false).await;
+                    announce(nats, pool, store, &user_id, false).await;
                 }
             }
         }
