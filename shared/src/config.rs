@@ -73,3 +73,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "WORKER_RETRY_BACKOFF_MS", default_value_t = 100)]
     pub worker_retry_backoff_ms: u64,
 }
+
+/// Where a worker serves its Prometheus metrics.
+#[derive(Args, Clone, Debug)]
+pub struct MetricsConfig {
+    /// Serve Prometheus metrics at http://<this address>/metrics, e.g. 127.0.0.1:9101 (off when
+    /// empty: each instance needs its own port).
+    #[arg(long, env = "METRICS_ADDR", default_value = "")]
+    pub metrics_addr: String,
+}

@@ -438,3 +438,40 @@ async fn a_full_inbound_stream_answers_server_busy_and_keeps_what_it_accepted() 
         accepted as i64
     );
 }
+
+#[tokio::test]
+async fn a_worker_serves_its_metrics_at_metrics_addr() {
+    let stack = TestStack::with(StackOptions::default().only(&["lifecycle"])).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let mut worker = std::process::Command::new(system_tests::stack::binary("mediums"))
+        .env(
+            "NATS_URL",
+            stack.nats_url_as(system_tests::NatsUser::Worker),
+        )
+        .env("DATABASE_URL", &stack.database_url)
+        .env("METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mediums starts");
+    let mut seen = String::new();
+    for _ in 0..100 {
+        if let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+            seen = answer.text().await.unwrap_or_default();
+            if seen.contains("worker_up") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(
+        seen.contains("worker_up{worker=\"mediums\"} 1"),
+        "no worker_up in: {seen}"
+    );
+}

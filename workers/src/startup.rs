@@ -29,6 +29,36 @@ pub async fn connect(
     }
 }
 
+/// Serves this worker's metrics (batch sizes and times, dead letters, partition restarts...) in
+/// the Prometheus text format at `METRICS_ADDR`, labelled with the worker kind, when it is set;
+/// `worker_up` says the instance runs.
+pub fn serve_metrics(name: &'static str, config: &shared::config::MetricsConfig) {
+    if config.metrics_addr.is_empty() {
+        return;
+    }
+    let address: std::net::SocketAddr = match config.metrics_addr.parse() {
+        Ok(address) => address,
+        Err(error) => fail(
+            name,
+            &format!(
+                "METRICS_ADDR {:?} is not host:port: {error}",
+                config.metrics_addr
+            ),
+        ),
+    };
+    let installed = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(address)
+        .add_global_label("worker", name)
+        .install();
+    match installed {
+        Ok(()) => {
+            metrics::gauge!("worker_up").set(1.0);
+            tracing::info!(%address, "metrics at http://{address}/metrics");
+        }
+        Err(error) => fail(name, &format!("cannot serve metrics at {address}: {error}")),
+    }
+}
+
 /// How long a stopping worker may take to finish the batches in hand.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 

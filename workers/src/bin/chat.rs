@@ -1,7 +1,7 @@
 //! The chat worker binary: anonymous chat, receipts, typing, resume and history.
 
 use clap::Parser;
-use shared::config::{DatabaseConfig, NatsConfig, WorkerConfig};
+use shared::config::{DatabaseConfig, MetricsConfig, NatsConfig, WorkerConfig};
 use std::time::Duration;
 use workers::chat::{self, Chat};
 
@@ -16,6 +16,8 @@ struct Config {
     #[command(flatten)]
     database: DatabaseConfig,
     #[command(flatten)]
+    metrics: MetricsConfig,
+    #[command(flatten)]
     worker: WorkerConfig,
     /// A typing indicator not refreshed for this long clears itself.
     #[arg(long, env = "TYPING_TTL_SECS", default_value_t = 5)]
@@ -26,6 +28,7 @@ struct Config {
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let (nats, pool) = workers::startup::connect("chat", &config.nats, &config.database).await;
+    workers::startup::serve_metrics("chat", &config.metrics);
     let worker = Chat::new(
         nats,
         pool,

@@ -1,7 +1,7 @@
 //! The distance worker binary: live distance between the two parties of a session.
 
 use clap::Parser;
-use shared::config::{DatabaseConfig, NatsConfig};
+use shared::config::{DatabaseConfig, MetricsConfig, NatsConfig};
 use std::time::Duration;
 use workers::distance::{self, DistanceConfig};
 
@@ -15,6 +15,8 @@ struct Config {
     nats: NatsConfig,
     #[command(flatten)]
     database: DatabaseConfig,
+    #[command(flatten)]
+    metrics: MetricsConfig,
     /// Seconds between periodic distance updates of a live session.
     #[arg(long, env = "DISTANCE_TICK_SECS", default_value_t = 30.0)]
     distance_tick_secs: f64,
@@ -27,6 +29,7 @@ struct Config {
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let (nats, pool) = workers::startup::connect("distance", &config.nats, &config.database).await;
+    workers::startup::serve_metrics("distance", &config.metrics);
     let distance_config = DistanceConfig {
         tick: Duration::from_secs_f64(config.distance_tick_secs.max(0.1)),
         min_move_meters: config.distance_min_move_m,

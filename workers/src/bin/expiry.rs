@@ -1,7 +1,7 @@
 //! The expiry worker binary: deletes expired chat messages, once per period across instances.
 
 use clap::Parser;
-use shared::config::{DatabaseConfig, NatsConfig};
+use shared::config::{DatabaseConfig, MetricsConfig, NatsConfig};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -14,6 +14,8 @@ struct Config {
     nats: NatsConfig,
     #[command(flatten)]
     database: DatabaseConfig,
+    #[command(flatten)]
+    metrics: MetricsConfig,
     /// Seconds between sweeps.
     #[arg(long, env = "EXPIRY_SWEEP_SECS", default_value_t = 60)]
     expiry_sweep_secs: u64,
@@ -23,6 +25,7 @@ struct Config {
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let (nats, pool) = workers::startup::connect("expiry", &config.nats, &config.database).await;
+    workers::startup::serve_metrics("expiry", &config.metrics);
     let period = Duration::from_secs(config.expiry_sweep_secs.max(1));
     let (stop, _) = workers::startup::stop_signal();
     workers::startup::run_until_stopped(workers::expiry::run(nats, pool, period), stop).await

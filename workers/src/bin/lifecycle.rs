@@ -1,7 +1,7 @@
 //! The lifecycle worker binary: profiles, statuses, work orders, sessions, cancel, finish.
 
 use clap::Parser;
-use shared::config::{DatabaseConfig, NatsConfig, WorkerConfig};
+use shared::config::{DatabaseConfig, MetricsConfig, NatsConfig, WorkerConfig};
 use std::time::Duration;
 use workers::lifecycle::{self, Lifecycle};
 
@@ -15,6 +15,8 @@ struct Config {
     nats: NatsConfig,
     #[command(flatten)]
     database: DatabaseConfig,
+    #[command(flatten)]
+    metrics: MetricsConfig,
     #[command(flatten)]
     worker: WorkerConfig,
     /// Chat messages are deleted this long after their session ends.
@@ -30,6 +32,7 @@ struct Config {
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let (nats, pool) = workers::startup::connect("lifecycle", &config.nats, &config.database).await;
+    workers::startup::serve_metrics("lifecycle", &config.metrics);
     let presence = match lifecycle::presence::open(&nats).await {
         Ok(presence) => presence,
         Err(error) => {

@@ -1,7 +1,7 @@
 //! The mediums worker binary: `medium_selection` and `medium_share`.
 
 use clap::Parser;
-use shared::config::{DatabaseConfig, NatsConfig, WorkerConfig};
+use shared::config::{DatabaseConfig, MetricsConfig, NatsConfig, WorkerConfig};
 
 #[derive(Parser)]
 #[command(
@@ -14,6 +14,8 @@ struct Config {
     #[command(flatten)]
     database: DatabaseConfig,
     #[command(flatten)]
+    metrics: MetricsConfig,
+    #[command(flatten)]
     worker: WorkerConfig,
 }
 
@@ -21,6 +23,7 @@ struct Config {
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     let (nats, pool) = workers::startup::connect("mediums", &config.nats, &config.database).await;
+    workers::startup::serve_metrics("mediums", &config.metrics);
     let (stop, stopping) = workers::startup::stop_signal();
     workers::startup::run_until_stopped(
         workers::mediums::run(nats, pool, config.worker, stopping),
