@@ -13,9 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let socket = ConversationSocket {
-        session_id: uuid::Uuid::nil(),
-    };
+    let socket = ConversationSocket::new(uuid::Uuid::nil());
     if let Ok(Some(native)) = socket.inbound(text) {
         let frame: serde_json::Value = serde_json::from_str(&native).expect("native JSON");
         assert_eq!(frame["type"], "chat_message");

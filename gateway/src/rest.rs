@@ -299,7 +299,7 @@ pub async fn put_seeker_search(
     security(("bearer" = [])),
     request_body = crate::docs::WorkOrderBody,
     responses(
-        (status = 200, description = "201 {work_id, status: pending}", body = Object),
+        (status = 201, description = "{work_id, status: pending}", body = Object),
         (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
         (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
@@ -382,20 +382,9 @@ pub async fn get_session(
     Query(query): QueryMap,
     Path(session_id): Path<String>,
 ) -> Response {
-    if let Err(refusal) = authenticate(&state.verifier, &headers, &query, None) {
-        return refusal.into_response();
-    }
-    if uuid::Uuid::parse_str(&session_id).is_err() {
-        return error(StatusCode::NOT_FOUND, "session not found");
-    }
-    forward(
-        &state,
-        &headers,
-        query,
-        None,
-        api::SESSIONS_GET,
-        Some(session_id),
-        None,
+    let subject = api::SESSIONS_GET;
+    forward_by_uuid(
+        &state, &headers, query, None, subject, session_id, None, "session",
     )
     .await
 }
@@ -420,20 +409,9 @@ pub async fn list_messages(
     Query(query): QueryMap,
     Path(session_id): Path<String>,
 ) -> Response {
-    if let Err(refusal) = authenticate(&state.verifier, &headers, &query, None) {
-        return refusal.into_response();
-    }
-    if uuid::Uuid::parse_str(&session_id).is_err() {
-        return error(StatusCode::NOT_FOUND, "session not found");
-    }
-    forward(
-        &state,
-        &headers,
-        query,
-        None,
-        api::MESSAGES_LIST,
-        Some(session_id),
-        None,
+    let subject = api::MESSAGES_LIST;
+    forward_by_uuid(
+        &state, &headers, query, None, subject, session_id, None, "session",
     )
     .await
 }
@@ -461,20 +439,16 @@ pub async fn read_up_to(
     Path(session_id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(refusal) = authenticate(&state.verifier, &headers, &query, None) {
-        return refusal.into_response();
-    }
-    if uuid::Uuid::parse_str(&session_id).is_err() {
-        return error(StatusCode::NOT_FOUND, "session not found");
-    }
-    forward(
+    let subject = api::SESSIONS_READ;
+    forward_by_uuid(
         &state,
         &headers,
         query,
         None,
-        api::SESSIONS_READ,
-        Some(session_id),
+        subject,
+        session_id,
         Some(body),
+        "session",
     )
     .await
 }
@@ -539,7 +513,7 @@ async fn forward_by_uuid(
     params(("session_id" = String, Path, description = "a session id (UUID)")),
     request_body = crate::docs::DisputeBody,
     responses(
-        (status = 200, description = "201 the dispute", body = Object),
+        (status = 201, description = "the dispute", body = Object),
         (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
         (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),

@@ -120,7 +120,7 @@ pub async fn conversation_upgrade(
         let error = serde_json::json!({"error": "too many open sockets for this user"});
         return (axum::http::StatusCode::TOO_MANY_REQUESTS, axum::Json(error)).into_response();
     }
-    let dialect: Arc<dyn Dialect> = Arc::new(ConversationSocket { session_id });
+    let dialect: Arc<dyn Dialect> = Arc::new(ConversationSocket::new(session_id));
     upgrade
         .read_buffer_size(1024)
         .write_buffer_size(0)

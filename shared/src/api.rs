@@ -17,6 +17,15 @@ pub struct ApiRequest {
     pub body: Option<Value>,
 }
 
+impl ApiRequest {
+    /// The path id as a UUID (a session or a dispute), if it is one.
+    pub fn uuid_id(&self) -> Option<uuid::Uuid> {
+        self.id
+            .as_deref()
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ApiResponse {
     pub status: u16,

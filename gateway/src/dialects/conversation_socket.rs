@@ -11,7 +11,8 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 pub struct ConversationSocket {
-    pub session_id: Uuid,
+    /// The session id as events carry it, made once: every event is matched against it.
+    session_id: String,
 }
 
 /// Fields a seed-002 client may send beside `message` and `type`, passed on as they are.
@@ -47,6 +48,12 @@ fn title(role: &str) -> &'static str {
 }
 
 impl ConversationSocket {
+    pub fn new(session_id: Uuid) -> ConversationSocket {
+        ConversationSocket {
+            session_id: session_id.to_string(),
+        }
+    }
+
     fn message(&self, event: &Map<String, Value>, sender: &str, is_read: bool) -> String {
         let kind = event.get("kind").and_then(Value::as_str).unwrap_or("text");
         let mut message = json!({
@@ -99,7 +106,7 @@ impl Dialect for ConversationSocket {
         native.insert(String::from("type"), Value::from("chat_message"));
         native.insert(
             String::from("session_id"),
-            Value::from(self.session_id.to_string()),
+            Value::from(self.session_id.as_str()),
         );
         native.insert(String::from("kind"), Value::from(kind));
         if !message.is_null() {
@@ -120,7 +127,7 @@ impl Dialect for ConversationSocket {
         let of_this_conversation = event
             .get("session_id")
             .and_then(Value::as_str)
-            .is_some_and(|id| id == self.session_id.to_string());
+            .is_some_and(|id| id == self.session_id);
         match event.get("type").and_then(Value::as_str)? {
             "error" => Some(
                 self.error(
@@ -156,9 +163,7 @@ mod tests {
     use super::*;
 
     fn socket() -> ConversationSocket {
-        ConversationSocket {
-            session_id: Uuid::nil(),
-        }
+        ConversationSocket::new(Uuid::nil())
     }
 
     #[test]

@@ -6,18 +6,13 @@ use super::stored::{HistoryEntry, StoredMessage};
 use crate::api_server::Caller;
 use shared::api::{ApiRequest, ApiResponse};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 pub async fn list(
     pool: &PgPool,
     caller: &Caller,
     request: ApiRequest,
 ) -> anyhow::Result<ApiResponse> {
-    let Some(session_id) = request
-        .id
-        .as_deref()
-        .and_then(|id| Uuid::parse_str(id).ok())
-    else {
+    let Some(session_id) = request.uuid_id() else {
         return Ok(ApiResponse::not_found("session"));
     };
     let limit = match request.query.get("limit").map(|limit| limit.parse::<i64>()) {

@@ -107,11 +107,7 @@ pub async fn over_rest(
     caller: &Caller,
     request: ApiRequest,
 ) -> anyhow::Result<ApiResponse> {
-    let Some(session_id) = request
-        .id
-        .as_deref()
-        .and_then(|id| Uuid::parse_str(id).ok())
-    else {
+    let Some(session_id) = request.uuid_id() else {
         return Ok(ApiResponse::not_found("session"));
     };
     let mut tx = pool.begin().await?;

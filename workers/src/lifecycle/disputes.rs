@@ -69,13 +69,17 @@ impl From<Row> for Dispute {
     }
 }
 
+/// The columns a [`Row`] reads, for `SELECT` and `RETURNING` alike.
+macro_rules! dispute_columns {
+    () => {
+        "dispute_id, session_id, status, reason, opened_by, mediator_id, resolution, created_at, \
+         resolved_at"
+    };
+}
+
 macro_rules! dispute_select {
     ($tail:literal) => {
-        concat!(
-            "SELECT dispute_id, session_id, status, reason, opened_by, mediator_id, \
-             resolution, created_at, resolved_at FROM disputes ",
-            $tail
-        )
+        concat!("SELECT ", dispute_columns!(), " FROM disputes ", $tail)
     };
 }
 
@@ -96,13 +100,6 @@ fn text_field(body: Option<&Value>, field: &str) -> Result<String, ApiResponse> 
             &format!("{field} is required: text of 1 to 1000 characters"),
         )),
     }
-}
-
-fn dispute_id_of(request: &ApiRequest) -> Option<Uuid> {
-    request
-        .id
-        .as_deref()
-        .and_then(|id| Uuid::parse_str(id).ok())
 }
 
 async fn load(tx: &mut PgConnection, dispute_id: Uuid) -> Result<Option<Row>, sqlx::Error> {
@@ -154,11 +151,7 @@ pub async fn open(
     caller: &Caller,
     request: ApiRequest,
 ) -> anyhow::Result<ApiResponse> {
-    let Some(session_id) = request
-        .id
-        .as_deref()
-        .and_then(|id| Uuid::parse_str(id).ok())
-    else {
+    let Some(session_id) = request.uuid_id() else {
         return Ok(ApiResponse::not_found("session"));
     };
     let mut tx = lifecycle.pool.begin().await?;
@@ -192,11 +185,11 @@ pub async fn open(
         ));
     }
     let dispute_id = Uuid::now_v7();
-    let created: Row = sqlx::query_as::<_, Row>(
+    let created: Row = sqlx::query_as::<_, Row>(concat!(
         "INSERT INTO disputes (dispute_id, session_id, reason, opened_by) VALUES ($1, $2, $3, $4)
-         RETURNING dispute_id, session_id, status, reason, opened_by, mediator_id, resolution,
-                   created_at, resolved_at",
-    )
+         RETURNING ",
+        dispute_columns!()
+    ))
     .bind(dispute_id)
     .bind(session_id)
     .bind(&reason)
@@ -257,7 +250,7 @@ pub async fn get(
     caller: &Caller,
     request: ApiRequest,
 ) -> anyhow::Result<ApiResponse> {
-    let Some(dispute_id) = dispute_id_of(&request) else {
+    let Some(dispute_id) = request.uuid_id() else {
         return Ok(ApiResponse::not_found("dispute"));
     };
     let mut connection = lifecycle.pool.acquire().await?;
@@ -284,7 +277,7 @@ pub async fn join(
     if caller.role != Role::Mediator {
         return Ok(ApiResponse::error(403, "only mediators join disputes"));
     }
-    let Some(dispute_id) = dispute_id_of(&request) else {
+    let Some(dispute_id) = request.uuid_id() else {
         return Ok(ApiResponse::not_found("dispute"));
     };
     crate::users::record(
@@ -302,12 +295,12 @@ pub async fn join(
     let Some(row) = session::load_for_update(&mut tx, dispute.session_id).await? else {
         return Ok(ApiResponse::not_found("dispute"));
     };
-    let joined: Option<Row> = sqlx::query_as::<_, Row>(
+    let joined: Option<Row> = sqlx::query_as::<_, Row>(concat!(
         "UPDATE disputes SET status = 'joined', mediator_id = $2, joined_at = now()
          WHERE dispute_id = $1 AND status = 'open'
-         RETURNING dispute_id, session_id, status, reason, opened_by, mediator_id, resolution,
-                   created_at, resolved_at",
-    )
+         RETURNING ",
+        dispute_columns!()
+    ))
     .bind(dispute_id)
     .bind(&caller.user_id)
     .fetch_optional(&mut *tx)
@@ -358,7 +351,7 @@ pub async fn resolve(
     if caller.role != Role::Mediator {
         return Ok(ApiResponse::error(403, "only mediators resolve disputes"));
     }
-    let Some(dispute_id) = dispute_id_of(&request) else {
+    let Some(dispute_id) = request.uuid_id() else {
         return Ok(ApiResponse::not_found("dispute"));
     };
     let mut tx = lifecycle.pool.begin().await?;
@@ -375,12 +368,12 @@ pub async fn resolve(
     let Some(row) = session::load_for_update(&mut tx, dispute.session_id).await? else {
         return Ok(ApiResponse::not_found("dispute"));
     };
-    let resolved: Option<Row> = sqlx::query_as::<_, Row>(
+    let resolved: Option<Row> = sqlx::query_as::<_, Row>(concat!(
         "UPDATE disputes SET status = 'resolved', resolution = $2, resolved_at = now()
          WHERE dispute_id = $1 AND status = 'joined'
-         RETURNING dispute_id, session_id, status, reason, opened_by, mediator_id, resolution,
-                   created_at, resolved_at",
-    )
+         RETURNING ",
+        dispute_columns!()
+    ))
     .bind(dispute_id)
     .bind(&resolution)
     .fetch_optional(&mut *tx)

@@ -4,7 +4,6 @@
 use crate::api_server::Caller;
 use shared::api::{ApiRequest, ApiResponse};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 pub async fn get(
     pool: &PgPool,
@@ -12,7 +11,7 @@ pub async fn get(
     caller: &Caller,
     request: ApiRequest,
 ) -> anyhow::Result<ApiResponse> {
-    let Some(session_id) = request.id.and_then(|id| Uuid::parse_str(&id).ok()) else {
+    let Some(session_id) = request.uuid_id() else {
         return Ok(ApiResponse::not_found("session"));
     };
     let mut connection = pool.acquire().await?;
