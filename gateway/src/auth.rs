@@ -15,16 +15,23 @@ pub enum Refusal {
     Forbidden,
 }
 
+impl Refusal {
+    /// What the client is told.
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::Unauthorized(error) => error.to_string(),
+            Refusal::Forbidden => String::from("this endpoint is not for your role"),
+        }
+    }
+}
+
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let (status, message) = match self {
-            Refusal::Unauthorized(error) => (StatusCode::UNAUTHORIZED, error.to_string()),
-            Refusal::Forbidden => (
-                StatusCode::FORBIDDEN,
-                String::from("this endpoint is not for your role"),
-            ),
+        let status = match self {
+            Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Refusal::Forbidden => StatusCode::FORBIDDEN,
         };
-        (status, Json(serde_json::json!({ "error": message }))).into_response()
+        (status, Json(serde_json::json!({ "error": self.message() }))).into_response()
     }
 }
 

@@ -9,6 +9,7 @@ mod presence;
 mod registry;
 mod rest;
 mod socket;
+mod socketio;
 mod stats;
 
 use anyhow::Context;
@@ -116,7 +117,8 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     tokio::spawn(announce_after_reconnects(state.clone(), reconnects));
-    let app = router(state.clone());
+    let (socketio_layer, socketio) = socketio::layer(state.clone());
+    let app = router(state.clone()).layer(socketio_layer);
     let listener = tokio::net::TcpListener::bind(&config.gateway_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.gateway_addr))?;
@@ -126,6 +128,8 @@ async fn main() -> anyhow::Result<()> {
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             stopping.shutdown.send_replace(true);
+            // Socket.IO's long-polling requests end with their sockets.
+            socketio.close().await;
         })
         .await?;
     // Upgraded sockets outlive the HTTP server: wait for each to have closed with 1012 (its

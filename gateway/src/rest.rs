@@ -97,13 +97,13 @@ async fn request_worker(
 }
 
 /// Asks the worker owning `subject` about the resource `id` as `identity` would over REST (the
-/// dialects' handshakes: is this user part of that session?); the answer's HTTP status.
+/// dialects' handshakes: is this user part of that session?); the worker's answer.
 pub async fn ask(
     state: &SharedState,
     identity: &shared::auth::Identity,
     subject: &'static str,
     id: &str,
-) -> Result<u16, Response> {
+) -> Result<ApiResponse, Response> {
     let request = ApiRequest {
         id: Some(id.to_owned()),
         query: BTreeMap::new(),
@@ -111,9 +111,7 @@ pub async fn ask(
     };
     let payload = serde_json::to_vec(&request)
         .map_err(|_| error(StatusCode::BAD_REQUEST, "invalid request"))?;
-    request_worker(state, identity, subject, payload)
-        .await
-        .map(|answer| answer.status)
+    request_worker(state, identity, subject, payload).await
 }
 
 #[utoipa::path(

@@ -112,7 +112,7 @@ pub async fn conversation_upgrade(
     )
     .await
     {
-        Ok(200) => {}
+        Ok(answer) if answer.status == 200 => {}
         Ok(_) => return forbidden(),
         Err(unavailable) => return unavailable,
     }
@@ -130,7 +130,7 @@ pub async fn conversation_upgrade(
 }
 
 /// Per-socket state the frame handling needs.
-struct Connection {
+pub(crate) struct Connection {
     state: SharedState,
     identity: Identity,
     conn_id: Arc<str>,
@@ -150,15 +150,19 @@ struct Connection {
     dialect: Option<Arc<dyn Dialect>>,
 }
 
-/// One socket: this task reads and publishes; a writer task (`write_loop`) owns the sending half,
-/// so a client whose frames wait on JetStream acks still receives its events, and a stalled
-/// writer never blocks reading.
-async fn run(
-    state: SharedState,
-    identity: Identity,
-    socket: WebSocket,
-    dialect: Option<Arc<dyn Dialect>>,
-) {
+/// A socket the registry knows: its id, its registration (dropping it unregisters), and its
+/// outbound queue (events, replies and close requests for it) with the eviction signal.
+pub(crate) struct Opened {
+    pub conn_id: Arc<str>,
+    pub registration: crate::registry::Registration,
+    pub outbound: mpsc::Sender<Outgoing>,
+    pub queued: mpsc::Receiver<Outgoing>,
+    pub evict: Arc<Notify>,
+}
+
+/// Registers a new socket of `identity` (its events flow once this returns) and tells the
+/// workers it opened. Every client protocol's sockets start here.
+pub(crate) async fn open(state: &SharedState, identity: &Identity) -> Opened {
     let conn_id = state.registry.next_conn_id();
     let (outbound, queued) = mpsc::channel(state.config.ws_outbound_queue);
     let evict = Arc::new(Notify::new());
@@ -168,11 +172,35 @@ async fn run(
         outbound: outbound.clone(),
         evict: evict.clone(),
     };
-    let registration = state.registry.register(&identity, handle).await;
+    let registration = state.registry.register(identity, handle).await;
     state.stats.connection_opened(identity.role);
     tracing::debug!(user_id = %identity.user_id, %conn_id, "socket open");
-    announce(&state, &identity, &conn_id).await;
+    announce(state, identity, &conn_id).await;
+    Opened {
+        conn_id,
+        registration,
+        outbound,
+        queued,
+        evict,
+    }
+}
 
+/// One socket: this task reads and publishes; a writer task (`write_loop`) owns the sending half,
+/// so a client whose frames wait on JetStream acks still receives its events, and a stalled
+/// writer never blocks reading.
+async fn run(
+    state: SharedState,
+    identity: Identity,
+    socket: WebSocket,
+    dialect: Option<Arc<dyn Dialect>>,
+) {
+    let Opened {
+        conn_id,
+        registration,
+        outbound,
+        queued,
+        evict,
+    } = open(&state, &identity).await;
     let (sink, mut stream) = socket.split();
     let send_timeout = Duration::from_secs(state.config.ws_send_timeout_secs.max(1));
     let mut writer = tokio::spawn(write_loop(
@@ -190,23 +218,7 @@ async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let mut writer_done = false;
-    let mut connection = Connection {
-        state: state.clone(),
-        identity_headers: identity_headers(&identity, &conn_id),
-        identity,
-        conn_id,
-        outbound,
-        frames: 0,
-        bucket: TokenBucket::new(
-            state.config.ws_rate_per_sec,
-            state.config.ws_rate_burst.max(1.0),
-            Instant::now(),
-        ),
-        abuse: Abuse::default(),
-        typing: Coalescer::new(interval_of(state.config.ws_rate_typing_per_sec)),
-        location: Coalescer::new(interval_of(state.config.ws_rate_location_per_sec)),
-        dialect,
-    };
+    let mut connection = Connection::new(&state, identity, conn_id, outbound, dialect);
     // A socket upgraded while the gateway stops is closed at once.
     let mut shutdown = state.shutdown.subscribe();
     let mut restarting = *shutdown.borrow_and_update();
@@ -342,7 +354,7 @@ fn interval_of(per_second: f64) -> Duration {
     Duration::from_secs_f64(1.0 / per_second.max(0.001))
 }
 
-async fn sleep_until(due: Option<Instant>) {
+pub(crate) async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due.into()).await,
         None => std::future::pending().await,
@@ -388,8 +400,39 @@ fn is_too_large(error: &axum::Error) -> bool {
 }
 
 impl Connection {
+    pub(crate) fn new(
+        state: &SharedState,
+        identity: Identity,
+        conn_id: Arc<str>,
+        outbound: mpsc::Sender<Outgoing>,
+        dialect: Option<Arc<dyn Dialect>>,
+    ) -> Connection {
+        let config = &state.config;
+        Connection {
+            state: state.clone(),
+            identity_headers: identity_headers(&identity, &conn_id),
+            identity,
+            conn_id,
+            outbound,
+            frames: 0,
+            bucket: TokenBucket::new(
+                config.ws_rate_per_sec,
+                config.ws_rate_burst.max(1.0),
+                Instant::now(),
+            ),
+            abuse: Abuse::default(),
+            typing: Coalescer::new(interval_of(config.ws_rate_typing_per_sec)),
+            location: Coalescer::new(interval_of(config.ws_rate_location_per_sec)),
+            dialect,
+        }
+    }
+
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     /// Queues a reply for this socket (waits if the queue is full: back-pressure on this client).
-    async fn reply(&self, event: &Event) {
+    pub(crate) async fn reply(&self, event: &Event) {
         let _ = self
             .outbound
             .send(Outgoing::Frame(Utf8Bytes::from(event.to_json())))
@@ -397,7 +440,7 @@ impl Connection {
     }
 
     /// Asks the writer to close the socket; the read loop ends when it has.
-    async fn close(&self, code: u16, reason: &'static str) {
+    pub(crate) async fn close(&self, code: u16, reason: &'static str) {
         let _ = self.outbound.send(Outgoing::CloseWith(code, reason)).await;
     }
 
@@ -422,13 +465,23 @@ impl Connection {
         }
     }
 
+    /// A native frame from this socket, answered on it when it must be.
     async fn on_text(&mut self, text: Utf8Bytes) {
+        if let Some(answer) = self.handle(text).await {
+            self.reply(&answer).await;
+        }
+    }
+
+    /// Judges, limits and publishes one native frame; the answer it gets at once (a `pong`, or the
+    /// error saying why it went nowhere), if any. Socket.IO turns that answer into an
+    /// acknowledgement, the WebSocket sockets send it as it is.
+    pub(crate) async fn handle(&mut self, text: Utf8Bytes) -> Option<Event> {
         self.state.stats.frame_in();
         if text.len() > FRAME_LIMIT {
             self.reply(&Event::error(errors::FRAME_TOO_LARGE, None, None))
                 .await;
             self.close(close_code::SIZE, "frame too large").await;
-            return;
+            return None;
         }
         let verdict = inbound::judge(text.as_str(), self.identity.role);
         let now = Instant::now();
@@ -445,10 +498,11 @@ impl Connection {
                     &mut self.location
                 };
                 if let Some(now_due) = coalescer.offer(now, Held { subject, text }) {
-                    self.publish_or_refuse(kind, now_due.subject, false, now_due.text)
+                    return self
+                        .publish_or_refuse(kind, now_due.subject, false, now_due.text)
                         .await;
                 }
-                return;
+                return None;
             }
             other => other,
         };
@@ -465,25 +519,19 @@ impl Connection {
             _ => {}
         }
         match verdict {
-            Verdict::Ping => {
-                let pong = Event::Pong {
-                    timestamp: shared::time::now(),
-                };
-                self.reply(&pong).await;
-            }
+            Verdict::Ping => Some(Event::Pong {
+                timestamp: shared::time::now(),
+            }),
             Verdict::Refuse {
                 error,
                 request_type,
                 session_id,
-            } => {
-                let event = Event::Error {
-                    error: error.into_owned(),
-                    request_type,
-                    session_id,
-                    client_message_id: None,
-                };
-                self.reply(&event).await;
-            }
+            } => Some(Event::Error {
+                error: error.into_owned(),
+                request_type,
+                session_id,
+                client_message_id: None,
+            }),
             Verdict::Publish {
                 kind,
                 subject,
@@ -492,45 +540,66 @@ impl Connection {
         }
     }
 
-    /// Publishes, or tells the client why it could not.
+    /// Takes one request that is not a native frame (a Socket.IO room join) from the socket's
+    /// allowance: the rate limit's refusal, if over it.
+    pub(crate) async fn admit(&mut self, request_type: &str) -> Option<Event> {
+        let now = Instant::now();
+        if self.bucket.take(now) {
+            return None;
+        }
+        self.rate_limited(Some(request_type.to_owned()), now).await
+    }
+
+    /// Publishes a frame the socket's protocol sends on the client's behalf (a Socket.IO client
+    /// never sends delivery receipts: the gateway does when it has emitted the message), judged
+    /// like any frame but outside the client's rate allowance.
+    pub(crate) async fn publish_on_behalf(&mut self, text: Utf8Bytes) -> Option<Event> {
+        match inbound::judge(text.as_str(), self.identity.role) {
+            Verdict::Publish {
+                kind,
+                subject,
+                durable,
+            } => self.publish_or_refuse(kind, subject, durable, text).await,
+            Verdict::Ping | Verdict::Refuse { .. } => None,
+        }
+    }
+
+    /// Publishes; the error that tells the client why it could not, if so.
     async fn publish_or_refuse(
         &mut self,
         kind: FrameKind,
         subject: String,
         durable: bool,
         text: Utf8Bytes,
-    ) {
-        if let Err(error) = self.publish(subject, durable, text).await {
-            let reason = match error {
-                PublishFailure::StreamFull => errors::SERVER_BUSY,
-                PublishFailure::Unavailable => errors::UNAVAILABLE,
-            };
-            self.reply(&Event::error(reason, Some(kind.name()), None))
-                .await;
-        }
+    ) -> Option<Event> {
+        let error = self.publish(subject, durable, text).await.err()?;
+        let reason = match error {
+            PublishFailure::StreamFull => errors::SERVER_BUSY,
+            PublishFailure::Unavailable => errors::UNAVAILABLE,
+        };
+        Some(Event::error(reason, Some(kind.name()), None))
     }
 
     /// A frame over the socket's limit: answered, not published; a socket that keeps it up for
     /// `WS_RATE_CLOSE_SECS` is closed with 1008.
-    async fn rate_limited(&mut self, request_type: Option<String>, now: Instant) {
+    async fn rate_limited(&mut self, request_type: Option<String>, now: Instant) -> Option<Event> {
         metrics::counter!("gateway_rate_limited_total").increment(1);
         let patience = Duration::from_secs(self.state.config.ws_rate_close_secs.max(1));
         if self.abuse.refused(now, patience) {
             tracing::info!(conn_id = %self.conn_id, "closing a socket that stays over its rate limit");
             self.close(close_code::POLICY, "rate limit exceeded").await;
-            return;
+            return None;
         }
-        let event = Event::Error {
+        Some(Event::Error {
             error: errors::RATE_LIMITED.to_owned(),
             request_type,
             session_id: None,
             client_message_id: None,
-        };
-        self.reply(&event).await;
+        })
     }
 
     /// When the next held (coalesced) frame is due.
-    fn held_due(&self) -> Option<Instant> {
+    pub(crate) fn held_due(&self) -> Option<Instant> {
         match (self.typing.due(), self.location.due()) {
             (Some(typing), Some(location)) => Some(typing.min(location)),
             (typing, location) => typing.or(location),
@@ -538,15 +607,21 @@ impl Connection {
     }
 
     /// Publishes the held frames that are due.
-    async fn publish_held(&mut self) {
+    pub(crate) async fn publish_held(&mut self) {
         let now = Instant::now();
-        if let Some(held) = self.typing.take_due(now) {
-            self.publish_or_refuse(FrameKind::TypingIndicator, held.subject, false, held.text)
-                .await;
+        if let Some(held) = self.typing.take_due(now)
+            && let Some(refusal) = self
+                .publish_or_refuse(FrameKind::TypingIndicator, held.subject, false, held.text)
+                .await
+        {
+            self.reply(&refusal).await;
         }
-        if let Some(held) = self.location.take_due(now) {
-            self.publish_or_refuse(FrameKind::LocationUpdate, held.subject, false, held.text)
-                .await;
+        if let Some(held) = self.location.take_due(now)
+            && let Some(refusal) = self
+                .publish_or_refuse(FrameKind::LocationUpdate, held.subject, false, held.text)
+                .await
+        {
+            self.reply(&refusal).await;
         }
     }
 

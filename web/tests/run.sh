@@ -53,7 +53,7 @@ fi
 command -v node >/dev/null 2>&1 || die "node is needed (Node.js >= 20)"
 [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ] \
   || die "Node.js >= 20 is needed for playwright-core (found $(node --version)); SKIP_BROWSER_TESTS=1 skips this test"
-if [ ! -d "$HERE/node_modules/playwright-core" ] || [ "$HERE/package-lock.json" -nt "$HERE/node_modules/.package-lock.json" ]; then
+if [ ! -d "$HERE/node_modules/playwright-core" ] || [ ! -d "$HERE/node_modules/socket.io-client" ] || [ "$HERE/package-lock.json" -nt "$HERE/node_modules/.package-lock.json" ]; then
   log "installing playwright-core (npm ci)"
   (cd "$HERE" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) \
     || die "npm ci failed in web/tests"
@@ -120,3 +120,9 @@ export E2E_NODEV_GATEWAY_URL="http://127.0.0.1:$NODEV_PORT"
 export E2E_PASTE_TOKEN="$("$BIN/token" --user pasted-seeker --role seeker --name 'Pasted Seeker')"
 export E2E_ARTIFACTS="$ARTIFACTS"
 node "$HERE/e2e.mjs"
+
+# ---- the Socket.IO clients of seeds 003 and 004 (socket.io-client), against the same stack --------
+SOCKETIO_LOG="$LOGS/socketio-tests.log"
+node --test --test-concurrency=1 "$HERE/socketio.test.mjs" >"$SOCKETIO_LOG" 2>&1 \
+  || { cat "$SOCKETIO_LOG" >&2; die "Socket.IO client tests failed"; }
+log "Socket.IO client tests (socket.io-client, seeds 003/004): $(sed -n 's/^# pass //p' "$SOCKETIO_LOG") passed"

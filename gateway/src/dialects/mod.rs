@@ -2,9 +2,11 @@
 //! onto the native frames, subjects and workers: a dialect turns a client's frame into a native
 //! frame (which then goes through the same checks, limits and subjects as any native frame) and a
 //! native event into its own shape. No business rule lives here; adding a dialect means one new
-//! module and a route.
+//! module and a route. A WebSocket dialect implements `Dialect`; Socket.IO's vocabularies
+//! (`socketio`) are translations of the same kind behind the gateway's Socket.IO transport.
 
 pub mod conversation_socket;
+pub mod socketio;
 
 /// One client protocol spoken on a socket.
 pub trait Dialect: Send + Sync {
