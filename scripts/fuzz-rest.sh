@@ -69,6 +69,18 @@ for role in seeker provider mediator; do
     >"$LOGS/schemathesis-$role.log" 2>&1 || { status=1; tail -n 60 "$LOGS/schemathesis-$role.log" >&2; }
   tail -n 3 "$LOGS/schemathesis-$role.log" >&2
 done
+# The AsyncAPI document the gateway serves parses, and every $ref in it points at something.
+PYTHONPATH="$TOOLS" python3 - "$BASE/docs/asyncapi.yaml" <<'PYTHON' || { status=1; log "docs/asyncapi.yaml is broken"; }
+import re, sys, urllib.request, yaml
+text = urllib.request.urlopen(sys.argv[1]).read().decode()
+document = yaml.safe_load(text)
+assert document["asyncapi"].startswith("3."), "not AsyncAPI 3"
+for reference in re.findall(r"\$ref: '#/([^']+)'", text):
+    node = document
+    for part in reference.split("/"):
+        node = node[part]
+print(f"asyncapi.yaml: {len(document['channels'])} channels, {len(document['components']['messages'])} messages, every $ref resolves", file=sys.stderr)
+PYTHON
 # Every process is still there: no input crashed one.
 for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || { log "process $pid died during the fuzzing"; status=1; }; done
 [ "$status" -eq 0 ] && log "REST fuzzing: no 5xx, every answer as documented (logs in target/fuzz-rest/)"

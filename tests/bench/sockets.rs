@@ -1,10 +1,54 @@
 //! Gateway memory per idle socket: opens BENCH_SOCKETS (5000) authenticated sockets of distinct
-//! users and compares the gateway's resident memory before and after.
+//! users and compares the gateway's resident memory before and after; then the same number of
+//! Socket.IO sockets (contract section 11), opened as socket.io-client does over its WebSocket
+//! transport, each connected to the default namespace with its token.
 
 use crate::rss_kib;
+use futures::{SinkExt, StreamExt};
 use shared::auth::Role;
 use std::time::Duration;
 use system_tests::{Client, StackOptions, TestStack};
+use tokio_tungstenite::tungstenite::Message;
+
+type SocketIoStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One Socket.IO v5 socket over Engine.IO 4's WebSocket transport: the server's open packet
+/// (`0{...}`), our namespace connect with the token (`40{"token"}`), the server's `40{"sid"}`.
+async fn socketio_socket(gateway: &str, token: &str) -> anyhow::Result<SocketIoStream> {
+    let url = format!("ws://{gateway}/socket.io/?EIO=4&transport=websocket");
+    let (mut stream, _) = tokio_tungstenite::connect_async(url).await?;
+    expect_packet(&mut stream, "0{").await?;
+    let connect = format!("40{}", serde_json::json!({ "token": token }));
+    stream.send(Message::text(connect)).await?;
+    expect_packet(&mut stream, "40{").await?;
+    Ok(stream)
+}
+
+/// Waits for a packet starting with `prefix`, answering Engine.IO pings (`2`) on the way.
+async fn expect_packet(stream: &mut SocketIoStream, prefix: &str) -> anyhow::Result<()> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) if text.as_str() == "2" => {
+                stream.send(Message::text("3")).await?;
+            }
+            Ok(Some(Ok(Message::Text(text)))) if text.starts_with(prefix) => return Ok(()),
+            other => anyhow::bail!("expected a {prefix:?} packet, got {other:?}"),
+        }
+    }
+}
+
+/// Keeps an idle Socket.IO socket alive: answers the server's pings until the socket closes.
+async fn answer_pings(mut stream: SocketIoStream) {
+    while let Some(Ok(message)) = stream.next().await {
+        if let Message::Text(text) = message
+            && text.as_str() == "2"
+            && stream.send(Message::text("3")).await.is_err()
+        {
+            return;
+        }
+    }
+}
 
 pub async fn run() -> anyhow::Result<()> {
     let count: usize = std::env::var("BENCH_SOCKETS")
@@ -37,5 +81,34 @@ pub async fn run() -> anyhow::Result<()> {
     println!(
         "idle socket cost: {per_socket:.1} KiB per socket (user-space; the kernel adds its socket buffers)"
     );
+
+    let before = rss_kib(gateway);
+    let mut socketio = Vec::with_capacity(count);
+    for index in 0..count {
+        let token = stack.token(&format!("sio{index}"), Role::Seeker);
+        match socketio_socket(&stack.gateway, &token).await {
+            Ok(stream) => socketio.push(tokio::spawn(answer_pings(stream))),
+            Err(error) => anyhow::bail!("Socket.IO socket {index} refused: {error}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(gateway);
+    let per_socketio = (after.saturating_sub(before)) as f64 / count as f64;
+    println!(
+        "gateway RSS: {after} KiB with {} more Socket.IO sockets",
+        count
+    );
+    println!(
+        "idle Socket.IO socket cost: {per_socketio:.1} KiB per socket (native: {per_socket:.1} KiB)"
+    );
+    for socket in &socketio {
+        anyhow::ensure!(
+            !socket.is_finished(),
+            "the gateway closed an idle Socket.IO socket"
+        );
+    }
+    for socket in socketio {
+        socket.abort();
+    }
     Ok(())
 }
