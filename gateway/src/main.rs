@@ -66,6 +66,11 @@ pub struct Config {
     /// Folder of the web client served at `/`.
     #[arg(long, env = "WEB_ROOT", default_value = "web")]
     pub web_root: String,
+    /// Web origins whose pages may call the REST API and Socket.IO's long-polling from the browser
+    /// (comma-separated, e.g. `https://app.example.com`): the neighbouring systems' front-ends are
+    /// served from origins of their own. Empty: no cross-origin access.
+    #[arg(long, env = "GATEWAY_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// Development only: mint demo tokens at `POST /dev/token`. Never in production.
     #[arg(long, env = "GATEWAY_DEV_MODE", default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub dev_mode: bool,
@@ -118,7 +123,10 @@ async fn main() -> anyhow::Result<()> {
     }
     tokio::spawn(announce_after_reconnects(state.clone(), reconnects));
     let (socketio_layer, socketio) = socketio::layer(state.clone());
-    let app = router(state.clone()).layer(socketio_layer);
+    let mut app = router(state.clone()).layer(socketio_layer);
+    if let Some(cors) = cors_layer(&config.cors_origins)? {
+        app = app.layer(cors);
+    }
     let listener = tokio::net::TcpListener::bind(&config.gateway_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.gateway_addr))?;
@@ -150,6 +158,31 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Cross-origin access for the configured web origins: their pages may send the token as a header
+/// or a cookie.
+fn cors_layer(origins: &[String]) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+    use axum::http::{HeaderValue, Method, header};
+    let origins = origins
+        .iter()
+        .map(|origin| origin.trim())
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            HeaderValue::from_str(origin)
+                .with_context(|| format!("GATEWAY_CORS_ORIGINS: {origin:?} is not a valid origin"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::PUT])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .allow_credentials(true),
+    ))
 }
 
 /// Events published while this gateway's NATS connection was down are lost (core NATS): when it

@@ -200,7 +200,7 @@ async fn run(
         outbound,
         queued,
         evict,
-    } = open(&state, &identity).await;
+    } = Box::pin(open(&state, &identity)).await;
     let (sink, mut stream) = socket.split();
     let send_timeout = Duration::from_secs(state.config.ws_send_timeout_secs.max(1));
     let mut writer = tokio::spawn(write_loop(
@@ -245,7 +245,7 @@ async fn run(
                 };
                 last_heard = Instant::now();
                 match message {
-                    Message::Text(text) => connection.on_client_text(text).await,
+                    Message::Text(text) => Box::pin(connection.on_client_text(text)).await,
                     Message::Binary(_) => {
                         state.stats.frame_in();
                         connection.reply(&Event::error(errors::INVALID_JSON, None, None)).await;
@@ -275,7 +275,7 @@ async fn run(
                 connection.close(close_code::RESTART, "service restart").await;
             }
             // A coalesced typing or location frame whose interval has passed.
-            _ = sleep_until(held_due), if held_due.is_some() => connection.publish_held().await,
+            _ = sleep_until(held_due), if held_due.is_some() => Box::pin(connection.publish_held()).await,
             _ = ticker.tick() => {
                 let silent = last_heard.elapsed();
                 if silent >= idle_limit {

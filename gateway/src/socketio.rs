@@ -244,7 +244,7 @@ async fn serve(
         outbound,
         queued,
         evict,
-    } = socket::open(&state, &identity).await;
+    } = Box::pin(socket::open(&state, &identity)).await;
     let rooms = Arc::new(Rooms::default());
     let mut emitter = tokio::spawn(emit_events(
         socket.clone(),
@@ -268,7 +268,7 @@ async fn serve(
                     };
                     match vocabulary::request(&event, &data, &mut make_id) {
                         Ok(request) => {
-                            handle(&state, &socket, &mut connection, &rooms, request, ack, &event)
+                            Box::pin(handle(&state, &socket, &mut connection, &rooms, request, ack, &event))
                                 .await;
                         }
                         Err(reason) => {
@@ -278,17 +278,17 @@ async fn serve(
                     }
                 }
                 Some(Work::OnBehalf(native)) => {
-                    connection.publish_on_behalf(Utf8Bytes::from(native)).await;
+                    Box::pin(connection.publish_on_behalf(Utf8Bytes::from(native))).await;
                 }
                 None => break,
             },
             () = closed.notified() => break,
             _ = &mut emitter => break,
             _ = shutdown.changed() => {
-                connection.publish_held().await;
+                Box::pin(connection.publish_held()).await;
                 break;
             }
-            _ = socket::sleep_until(held_due), if held_due.is_some() => connection.publish_held().await,
+            _ = socket::sleep_until(held_due), if held_due.is_some() => Box::pin(connection.publish_held()).await,
         }
     }
     state.stats.connection_closed(connection.identity().role);

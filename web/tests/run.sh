@@ -104,6 +104,7 @@ for worker in lifecycle mediums distance chat expiry; do
   PIDS+=($!)
 done
 NATS_URL="$NATS_GATEWAY_URL" GATEWAY_ADDR="127.0.0.1:$GATEWAY_PORT" GATEWAY_DEV_MODE=1 WEB_ROOT="$WEB" \
+  GATEWAY_CORS_ORIGINS="http://escrow-front.test,http://jobs-front.test" \
   "$BIN/gateway" >"$LOGS/gateway.log" 2>&1 &
 PIDS+=($!)
 # The same system behind a gateway without development mode: the page must ask for a token.

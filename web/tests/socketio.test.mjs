@@ -383,3 +383,18 @@ test('a stranger cannot join a session and a handshake without a valid token is 
   });
   byQuery.disconnect();
 });
+
+test('the front-ends served from their own origins may call the gateway from the browser (GATEWAY_CORS_ORIGINS)', async () => {
+  const preflight = await fetch(`${GATEWAY}/socket.io/?EIO=4&transport=polling`, {
+    method: 'OPTIONS',
+    headers: { origin: 'http://jobs-front.test', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' },
+  });
+  assert.equal(preflight.headers.get('access-control-allow-origin'), 'http://jobs-front.test');
+  assert.equal(preflight.headers.get('access-control-allow-credentials'), 'true');
+  const polling = await fetch(`${GATEWAY}/socket.io/?EIO=4&transport=polling`, { headers: { origin: 'http://escrow-front.test' } });
+  assert.equal(polling.status, 200);
+  assert.equal(polling.headers.get('access-control-allow-origin'), 'http://escrow-front.test');
+  assert.match(await polling.text(), /^0\{"sid"/, 'an Engine.IO open packet');
+  const stranger = await fetch(`${GATEWAY}/health`, { headers: { origin: 'http://elsewhere.test' } });
+  assert.equal(stranger.headers.get('access-control-allow-origin'), null, 'other origins get no CORS grant');
+});
