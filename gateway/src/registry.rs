@@ -1,24 +1,26 @@
-//! Who is connected to this gateway instance: each user's sockets, and one NATS subscription per
-//! connected user on `user.<id>.events` whose events go to all of that user's sockets (or, with a
-//! `conn-id` header, to that one). The subscription starts with the user's first socket and ends
-//! with their last.
+//! Who is connected to this gateway instance: each user's sockets, and the routing of
+//! `user.<id>.events` to them. The gateway subscribes once to every user's events
+//! (`user.*.events`) and routes each to the sockets of its user here (or, with a `conn-id` header,
+//! to that one socket); events for users with no socket here are dropped. One subscription per
+//! gateway instead of one per user keeps an idle socket cheap, and a user with sockets on two
+//! gateways gets their events on both. The price: every gateway sees every user's events.
 //!
 //! Delivery never waits long on a socket: each socket has a bounded queue, and a socket whose queue
 //! is full is evicted (its task closes it), so one slow phone cannot hold up anyone else. Events
 //! addressed to one socket (a `resume` page, the re-sent messages of a connect) are replays the
 //! socket asked for, often more at once than the queue holds: those wait up to
-//! `REPLAY_PATIENCE` for room, and only a socket that drains nothing in that time is evicted.
+//! `REPLAY_PATIENCE` for room, in a task of their own, while the user's later events queue behind
+//! them in order (a bounded backlog), and only a socket that drains nothing in that time is evicted.
 
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
 use shared::auth::Identity;
 use shared::headers;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
-use tokio::task::JoinHandle;
 
 /// What a socket's writer is asked to send.
 #[derive(Debug)]
@@ -44,6 +46,9 @@ pub struct ConnectionHandle {
 
 /// How long an event addressed to one socket waits for room in its queue.
 const REPLAY_PATIENCE: Duration = Duration::from_secs(10);
+/// A user's events that may wait behind a replay; past it, the user's sockets are evicted (they
+/// reconnect and resume).
+const BACKLOG_LIMIT: usize = 1024;
 
 impl ConnectionHandle {
     /// Queues without waiting; a full queue evicts the socket.
@@ -53,32 +58,153 @@ impl ConnectionHandle {
         }
     }
 
-    /// Queues, waiting up to `patience` for room; a socket that makes none is evicted.
-    async fn offer_patiently(&self, outgoing: Outgoing, patience: Duration) {
-        match self.outbound.try_send(outgoing) {
-            Err(mpsc::error::TrySendError::Full(outgoing)) => {
-                if let Err(mpsc::error::SendTimeoutError::Timeout(_)) =
-                    self.outbound.send_timeout(outgoing, patience).await
-                {
-                    self.evict_slow();
-                }
-            }
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
-    }
-
     fn evict_slow(&self) {
         metrics::counter!("gateway_slow_client_evictions_total").increment(1);
         self.evict.notify_one();
     }
 }
 
-type Connections = Arc<Mutex<Vec<ConnectionHandle>>>;
+/// One event for one user, as it came from NATS.
+struct Routed {
+    /// The one socket it is for (`conn-id`), or all of the user's.
+    target: Option<String>,
+    /// Close the socket(s) after it (`close: 1`).
+    close: bool,
+    frame: Utf8Bytes,
+}
 
 struct UserEntry {
-    connections: Connections,
-    ready: watch::Receiver<bool>,
-    delivery: JoinHandle<()>,
+    connections: Vec<ConnectionHandle>,
+    /// While a replay waits for room in one of the user's sockets: the user's later events, in
+    /// order.
+    backlog: Option<VecDeque<Routed>>,
+}
+
+/// Each user's sockets on this gateway, and how an event reaches them.
+struct Routes {
+    users: Mutex<HashMap<String, UserEntry>>,
+    patience: Duration,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the maps half-updated in a way that matters
+    // more than losing every socket, so carry on with the data.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Routes {
+    fn new(patience: Duration) -> Arc<Routes> {
+        Arc::new(Routes {
+            users: Mutex::new(HashMap::new()),
+            patience,
+        })
+    }
+
+    /// Hands one event to the user's sockets here, if any, without waiting: a replay that finds
+    /// its socket's queue full waits in a task of its own, with the user's later events behind it.
+    fn route(self: &Arc<Self>, user_id: &str, routed: Routed) {
+        let mut users = lock(&self.users);
+        let Some(entry) = users.get_mut(user_id) else {
+            return;
+        };
+        if let Some(backlog) = &mut entry.backlog {
+            if backlog.len() < BACKLOG_LIMIT {
+                backlog.push_back(routed);
+            } else {
+                entry
+                    .connections
+                    .iter()
+                    .for_each(ConnectionHandle::evict_slow);
+            }
+            return;
+        }
+        if let Some(waiting) = deliver_now(&entry.connections, routed) {
+            entry.backlog = Some(VecDeque::new());
+            tokio::spawn(self.clone().wait_then_drain(user_id.to_owned(), waiting));
+        }
+    }
+
+    /// Delivers a replay that found no room, then what queued behind it, in order, each waiting
+    /// up to the patience for room (they wait because of the replay the socket asked for); a
+    /// socket that makes no room in that time is evicted.
+    async fn wait_then_drain(self: Arc<Self>, user_id: String, first: Routed) {
+        let mut next = first;
+        loop {
+            let connections: Vec<ConnectionHandle> = {
+                let users = lock(&self.users);
+                let Some(entry) = users.get(&user_id) else {
+                    return;
+                };
+                entry
+                    .connections
+                    .iter()
+                    .filter(|connection| {
+                        next.target
+                            .as_deref()
+                            .is_none_or(|target| *connection.conn_id == *target)
+                    })
+                    .cloned()
+                    .collect()
+            };
+            for connection in connections {
+                let sent = connection
+                    .outbound
+                    .send_timeout(Outgoing::Frame(next.frame.clone()), self.patience)
+                    .await;
+                match sent {
+                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => connection.evict_slow(),
+                    Ok(()) if next.close => connection.offer(Outgoing::Close),
+                    Ok(()) | Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
+                }
+            }
+            let mut users = lock(&self.users);
+            let Some(entry) = users.get_mut(&user_id) else {
+                return;
+            };
+            match entry.backlog.as_mut().and_then(VecDeque::pop_front) {
+                Some(queued) => next = queued,
+                None => {
+                    entry.backlog = None;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Queues an event on its socket(s) without waiting; the replay it could not queue, if any.
+fn deliver_now(connections: &[ConnectionHandle], routed: Routed) -> Option<Routed> {
+    let Routed {
+        target,
+        close,
+        frame,
+    } = routed;
+    if let Some(target) = target {
+        let connection = connections
+            .iter()
+            .find(|connection| *connection.conn_id == *target)?;
+        return match connection.outbound.try_send(Outgoing::Frame(frame)) {
+            Err(mpsc::error::TrySendError::Full(Outgoing::Frame(frame))) => Some(Routed {
+                target: Some(target),
+                close,
+                frame,
+            }),
+            Ok(()) if close => {
+                connection.offer(Outgoing::Close);
+                None
+            }
+            _ => None,
+        };
+    }
+    for connection in connections {
+        connection.offer(Outgoing::Frame(frame.clone()));
+        if close {
+            connection.offer(Outgoing::Close);
+        }
+    }
+    None
 }
 
 #[derive(Clone)]
@@ -87,17 +213,17 @@ pub struct Registry {
 }
 
 struct Inner {
-    nats: async_nats::Client,
     presence: crate::presence::Presence,
-    users: Mutex<HashMap<String, UserEntry>>,
+    routes: Arc<Routes>,
+    /// True once the gateway's subscription to every user's events is live.
+    ready: watch::Receiver<bool>,
     /// Unique per process start, so connection and frame ids never repeat across instances or
     /// restarts (they double as JetStream de-duplication ids).
     instance: String,
     next_connection: AtomicU64,
 }
 
-/// Keeps a socket registered; dropping it unregisters the socket (and the user's subscription
-/// with their last socket).
+/// Keeps a socket registered; dropping it unregisters the socket.
 pub struct Registration {
     registry: Registry,
     user_id: String,
@@ -110,22 +236,18 @@ impl Drop for Registration {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave the maps half-updated in a way that matters
-    // more than losing every socket, so carry on with the data.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl Registry {
+    /// Starts routing every user's events (one subscription) and the presence facts.
     pub fn new(nats: async_nats::Client) -> Registry {
         let instance = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let routes = Routes::new(REPLAY_PATIENCE);
+        let (ready_sender, ready) = watch::channel(false);
+        tokio::spawn(route_events(nats.clone(), routes.clone(), ready_sender));
         Registry {
             inner: Arc::new(Inner {
-                presence: crate::presence::Presence::start(nats.clone(), instance.clone()),
-                nats,
-                users: Mutex::new(HashMap::new()),
+                presence: crate::presence::Presence::start(nats, instance.clone()),
+                routes,
+                ready,
                 instance,
                 next_connection: AtomicU64::new(1),
             }),
@@ -134,29 +256,29 @@ impl Registry {
 
     /// States again every user who holds a socket here (after a NATS reconnect).
     pub fn restate_presence(&self) {
-        let user_ids: Vec<String> = lock(&self.inner.users).keys().cloned().collect();
+        let user_ids: Vec<String> = lock(&self.inner.routes.users).keys().cloned().collect();
         self.inner.presence.resync(user_ids);
     }
 
     /// Every socket on this gateway, with who holds it.
     pub fn sockets(&self) -> Vec<(Arc<Identity>, Arc<str>)> {
-        let users = lock(&self.inner.users);
+        let users = lock(&self.inner.routes.users);
         users
             .values()
             .flat_map(|entry| {
-                lock(&entry.connections)
+                entry
+                    .connections
                     .iter()
                     .map(|handle| (handle.identity.clone(), handle.conn_id.clone()))
-                    .collect::<Vec<_>>()
             })
             .collect()
     }
 
     /// How many sockets the user holds on this gateway.
     pub fn sockets_of(&self, user_id: &str) -> usize {
-        lock(&self.inner.users)
+        lock(&self.inner.routes.users)
             .get(user_id)
-            .map_or(0, |entry| lock(&entry.connections).len())
+            .map_or(0, |entry| entry.connections.len())
     }
 
     pub fn next_conn_id(&self) -> Arc<str> {
@@ -164,44 +286,30 @@ impl Registry {
         Arc::from(format!("{}-{number}", self.inner.instance))
     }
 
-    /// Registers a socket and waits until the user's event subscription is live, so no event
-    /// published after this returns is missed.
+    /// Registers a socket; events published after this returns reach it (it waits, at start-up
+    /// only, for the gateway's subscription to be live).
     pub async fn register(&self, identity: &Identity, handle: ConnectionHandle) -> Registration {
         let conn_id = handle.conn_id.clone();
-        let mut ready = {
-            let mut users = lock(&self.inner.users);
-            match users.get(&identity.user_id) {
-                Some(entry) => {
-                    lock(&entry.connections).push(handle);
-                    entry.ready.clone()
-                }
-                None => {
-                    let connections: Connections = Arc::new(Mutex::new(vec![handle]));
-                    let (ready_sender, ready) = watch::channel(false);
-                    let delivery = tokio::spawn(deliver_events(
-                        self.inner.nats.clone(),
-                        identity.user_id.clone(),
-                        connections.clone(),
-                        ready_sender,
-                    ));
-                    users.insert(
-                        identity.user_id.clone(),
-                        UserEntry {
-                            connections,
-                            ready: ready.clone(),
-                            delivery,
-                        },
-                    );
-                    self.inner.presence.arrived(&identity.user_id);
-                    ready
-                }
-            }
+        let first = {
+            let mut users = lock(&self.inner.routes.users);
+            let entry = users
+                .entry(identity.user_id.clone())
+                .or_insert_with(|| UserEntry {
+                    connections: Vec::new(),
+                    backlog: None,
+                });
+            entry.connections.push(handle);
+            entry.connections.len() == 1
         };
+        if first {
+            self.inner.presence.arrived(&identity.user_id);
+        }
+        let mut ready = self.inner.ready.clone();
         if tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|ready| *ready))
             .await
             .is_err()
         {
-            tracing::warn!(user_id = %identity.user_id, "event subscription not confirmed in 5 s");
+            tracing::warn!("the subscription to user events is not confirmed after 5 s");
         }
         Registration {
             registry: self.clone(),
@@ -211,46 +319,43 @@ impl Registry {
     }
 
     fn unregister(&self, user_id: &str, conn_id: &str) {
-        let mut users = lock(&self.inner.users);
-        let now_empty = match users.get(user_id) {
+        let mut users = lock(&self.inner.routes.users);
+        let now_empty = match users.get_mut(user_id) {
             Some(entry) => {
-                let mut connections = lock(&entry.connections);
-                connections.retain(|connection| &*connection.conn_id != conn_id);
-                connections.is_empty()
+                entry
+                    .connections
+                    .retain(|connection| &*connection.conn_id != conn_id);
+                entry.connections.is_empty()
             }
             None => false,
         };
-        if now_empty && let Some(entry) = users.remove(user_id) {
-            // Dropping the subscription inside the task unsubscribes.
-            entry.delivery.abort();
+        if now_empty {
+            users.remove(user_id);
             self.inner.presence.left(user_id);
         }
     }
 
     /// Users with at least one socket here.
     pub fn users(&self) -> usize {
-        lock(&self.inner.users).len()
+        lock(&self.inner.routes.users).len()
     }
 }
 
-/// Forwards one user's events to their sockets until aborted.
-async fn deliver_events(
-    nats: async_nats::Client,
-    user_id: String,
-    connections: Connections,
-    ready: watch::Sender<bool>,
-) {
-    let subject = shared::subjects::user_events(&user_id);
-    let mut subscription = match nats.subscribe(subject).await {
-        Ok(subscription) => subscription,
-        Err(error) => {
-            tracing::error!(%user_id, %error, "cannot subscribe to user events");
-            return;
+/// Routes every user's events to the sockets here, for the life of the process (async-nats
+/// subscribes again by itself after a reconnect).
+async fn route_events(nats: async_nats::Client, routes: Arc<Routes>, ready: watch::Sender<bool>) {
+    let mut subscription = loop {
+        match nats.subscribe(shared::subjects::ALL_USER_EVENTS).await {
+            Ok(subscription) => break subscription,
+            Err(error) => {
+                tracing::error!(%error, "cannot subscribe to user events; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     };
     // The server has the subscription once it answers a flush.
     if let Err(error) = nats.flush().await {
-        tracing::warn!(%user_id, %error, "flush after subscribe failed");
+        tracing::warn!(%error, "flush after subscribe failed");
     }
     let _ = ready.send(true);
     while let Some(message) = subscription.next().await {
@@ -265,50 +370,22 @@ async fn deliver_events(
             .and_then(|headers| headers.get(headers::CLOSE))
             .is_some_and(|value| value.as_str() == "1");
         let Ok(frame) = Utf8Bytes::try_from(message.payload) else {
-            tracing::warn!(%user_id, "dropped an event that is not UTF-8");
+            tracing::warn!(subject = %message.subject, "dropped an event that is not UTF-8");
             continue;
         };
-        deliver(
-            &connections,
-            target.as_deref(),
-            close,
-            frame,
-            REPLAY_PATIENCE,
-        )
-        .await;
+        let Some(user_id) = shared::subjects::user_of_events(message.subject.as_str()) else {
+            continue;
+        };
+        routes.route(
+            user_id,
+            Routed {
+                target,
+                close,
+                frame,
+            },
+        );
     }
-}
-
-/// Hands one event to the user's sockets: to all of them, or to the one named by `target`, which
-/// may wait up to `patience` for room.
-async fn deliver(
-    connections: &Connections,
-    target: Option<&str>,
-    close: bool,
-    frame: Utf8Bytes,
-    patience: Duration,
-) {
-    if let Some(target) = target {
-        let addressed = lock(connections)
-            .iter()
-            .find(|connection| &*connection.conn_id == target)
-            .cloned();
-        if let Some(connection) = addressed {
-            connection
-                .offer_patiently(Outgoing::Frame(frame), patience)
-                .await;
-            if close {
-                connection.offer(Outgoing::Close);
-            }
-        }
-        return;
-    }
-    for connection in lock(connections).iter() {
-        connection.offer(Outgoing::Frame(frame.clone()));
-        if close {
-            connection.offer(Outgoing::Close);
-        }
-    }
+    tracing::error!("the subscription to user events ended");
 }
 
 #[cfg(test)]
@@ -331,64 +408,120 @@ mod tests {
         (handle, receiver)
     }
 
+    fn routes_with(patience: Duration, users: Vec<(&str, ConnectionHandle)>) -> Arc<Routes> {
+        let routes = Routes::new(patience);
+        for (user_id, handle) in users {
+            lock(&routes.users)
+                .entry(user_id.to_owned())
+                .or_insert_with(|| UserEntry {
+                    connections: Vec::new(),
+                    backlog: None,
+                })
+                .connections
+                .push(handle);
+        }
+        routes
+    }
+
+    fn event(target: Option<&str>, text: String) -> Routed {
+        Routed {
+            target: target.map(str::to_owned),
+            close: false,
+            frame: Utf8Bytes::from(text),
+        }
+    }
+
     async fn evicted(handle: &ConnectionHandle) -> bool {
         tokio::time::timeout(Duration::from_millis(50), handle.evict.notified())
             .await
             .is_ok()
     }
 
-    #[tokio::test]
-    async fn a_replay_to_one_socket_waits_for_room_instead_of_evicting_it() {
-        let (handle, mut receiver) = socket("c1", 4);
-        let connections: Connections = Arc::new(Mutex::new(vec![handle.clone()]));
-        // The socket drains its queue slowly, as a phone does.
-        let reader = tokio::spawn(async move {
-            let mut received = 0;
-            while let Some(Outgoing::Frame(_)) = receiver.recv().await {
-                received += 1;
+    /// Reads a socket's queue slowly, as a phone does; the frames it got, in order.
+    fn slow_reader(mut receiver: mpsc::Receiver<Outgoing>) -> tokio::task::JoinHandle<Vec<String>> {
+        tokio::spawn(async move {
+            let mut received = Vec::new();
+            while let Some(Outgoing::Frame(frame)) = receiver.recv().await {
+                received.push(frame.as_str().to_owned());
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             received
-        });
-        for _ in 0..40 {
-            let frame = Utf8Bytes::from_static("{\"type\":\"chat_message\"}");
-            deliver(
-                &connections,
-                Some("c1"),
-                false,
-                frame,
-                Duration::from_secs(5),
-            )
-            .await;
+        })
+    }
+
+    #[tokio::test]
+    async fn a_replay_to_one_socket_waits_for_room_and_later_events_keep_their_order() {
+        let (handle, receiver) = socket("c1", 4);
+        let routes = routes_with(Duration::from_secs(5), vec![("u1", handle.clone())]);
+        let reader = slow_reader(receiver);
+        for index in 0..40 {
+            routes.route("u1", event(Some("c1"), format!("replay {index}")));
         }
+        for index in 0..3 {
+            routes.route("u1", event(None, format!("live {index}")));
+        }
+        // Wait for the backlog to drain, then let the reader finish.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while lock(&routes.users)["u1"].backlog.is_some() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the backlog drains");
         assert!(!evicted(&handle).await, "a draining socket was evicted");
-        lock(&connections).clear();
+        lock(&routes.users).clear();
         drop(handle);
-        assert_eq!(reader.await.expect("reader"), 40);
+        let expected: Vec<String> = (0..40)
+            .map(|index| format!("replay {index}"))
+            .chain((0..3).map(|index| format!("live {index}")))
+            .collect();
+        assert_eq!(reader.await.expect("reader"), expected);
+    }
+
+    #[tokio::test]
+    async fn a_replay_waiting_for_one_user_holds_up_no_other_user() {
+        let (slow, _never_read) = socket("c1", 1);
+        let (other, mut other_receiver) = socket("c2", 4);
+        let routes = routes_with(
+            Duration::from_secs(5),
+            vec![("u1", slow.clone()), ("u2", other)],
+        );
+        for index in 0..3 {
+            routes.route("u1", event(Some("c1"), format!("replay {index}")));
+        }
+        routes.route("u2", event(None, String::from("for u2")));
+        let received = tokio::time::timeout(Duration::from_millis(200), other_receiver.recv())
+            .await
+            .expect("u2's event is not held up");
+        assert!(matches!(received, Some(Outgoing::Frame(frame)) if frame.as_str() == "for u2"));
     }
 
     #[tokio::test]
     async fn a_socket_that_drains_nothing_is_evicted_for_replays_and_at_once_for_broadcasts() {
         let (handle, _receiver) = socket("c1", 2);
-        let connections: Connections = Arc::new(Mutex::new(vec![handle.clone()]));
-        let frame = || Utf8Bytes::from_static("{}");
-        for _ in 0..2 {
-            deliver(&connections, None, false, frame(), Duration::ZERO).await;
+        let routes = routes_with(Duration::from_millis(20), vec![("u1", handle.clone())]);
+        for index in 0..2 {
+            routes.route("u1", event(None, format!("{index}")));
         }
         assert!(!evicted(&handle).await);
-        deliver(&connections, None, false, frame(), Duration::from_secs(5)).await;
+        routes.route("u1", event(None, String::from("one too many")));
         assert!(evicted(&handle).await, "a broadcast to a full queue evicts");
-        deliver(
-            &connections,
-            Some("c1"),
-            false,
-            frame(),
-            Duration::from_millis(20),
-        )
-        .await;
+        routes.route("u1", event(Some("c1"), String::from("replay")));
         assert!(
             evicted(&handle).await,
             "a replay that never finds room evicts"
+        );
+    }
+
+    #[tokio::test]
+    async fn events_of_users_with_no_socket_here_are_dropped() {
+        let (handle, mut receiver) = socket("c1", 4);
+        let routes = routes_with(Duration::from_secs(1), vec![("u1", handle)]);
+        routes.route("stranger", event(None, String::from("not yours")));
+        routes.route("u1", event(Some("c9"), String::from("another socket's")));
+        routes.route("u1", event(None, String::from("yours")));
+        assert!(
+            matches!(receiver.recv().await, Some(Outgoing::Frame(frame)) if frame.as_str() == "yours")
         );
     }
 }

@@ -139,6 +139,17 @@ pub fn user_events(user_id: &str) -> String {
     format!("user.{user_id}.events")
 }
 
+/// Every user's events: a gateway subscribes to this once and routes by user in process.
+pub const ALL_USER_EVENTS: &str = "user.*.events";
+
+/// The user a `user.<id>.events` subject is for.
+pub fn user_of_events(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix("user.")?
+        .strip_suffix(".events")
+        .filter(|user_id| !user_id.is_empty() && !user_id.contains('.'))
+}
+
 pub fn user_connected(user_id: &str) -> String {
     format!("user.{user_id}.connected")
 }
@@ -215,6 +226,14 @@ pub mod queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_of_an_events_subject_is_read_back() {
+        assert_eq!(user_of_events(&user_events("u-1_a")), Some("u-1_a"));
+        assert_eq!(user_of_events("user..events"), None);
+        assert_eq!(user_of_events("user.a.b.events"), None);
+        assert_eq!(user_of_events("user.a.connected"), None);
+    }
 
     #[test]
     fn session_subjects_round_trip() {

@@ -645,3 +645,39 @@ async fn the_api_documents_are_served_and_the_openapi_document_names_every_rest_
     assert_eq!(index.status(), 200);
     assert!(index.text().await.expect("html").contains("openapi.json"));
 }
+
+#[tokio::test]
+async fn a_user_with_sockets_on_two_gateways_gets_their_events_on_both_and_keeps_them_when_one_dies()
+ {
+    let stack =
+        TestStack::with(StackOptions::default().only(&["lifecycle", "mediums", "chat"])).await;
+    let (mut seeker, mut provider, session_id, _) = stack.session("seek1", "prov1").await;
+    let second = stack.extra_gateway(&stack.nats_address()).await;
+    let token = stack.token("prov1", Role::Provider);
+    let mut provider_elsewhere = Client::connect(&second.address, Role::Provider, &token)
+        .await
+        .expect("a socket on the second gateway");
+    provider_elsewhere.assert_usable().await;
+
+    seeker
+        .send(json!({"type": "chat_message", "session_id": session_id, "message": "to both"}))
+        .await;
+    for socket in [&mut provider, &mut provider_elsewhere] {
+        assert_eq!(socket.expect("chat_message").await["message"], "to both");
+    }
+
+    // The second gateway dies without a word; the first goes on delivering.
+    drop(second);
+    seeker
+        .send(json!({"type": "chat_message", "session_id": session_id, "message": "still here"}))
+        .await;
+    assert_eq!(
+        provider.expect("chat_message").await["message"],
+        "still here"
+    );
+    // And a user who holds no socket on a gateway gets nothing there.
+    let mut stranger = stack.connect("nobody", Role::Seeker).await;
+    stranger
+        .expect_no("chat_message", Duration::from_millis(500))
+        .await;
+}
