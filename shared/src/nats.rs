@@ -117,24 +117,43 @@ pub enum NatsCheckError {
     Refused { url: String },
 }
 
-/// `url` with its password replaced by `***`, for logs and error texts.
+/// How often the start-up check asks for JetStream (every 250 ms) before giving up.
+const JETSTREAM_ATTEMPTS: u32 = 40;
+
+/// `url` with its password replaced by `***`, for logs and error texts (each URL of a list).
 pub fn redacted(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((credentials, address)) => {
-                let user = credentials.split(':').next().unwrap_or_default();
-                format!("{scheme}://{user}:***@{address}")
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
+    url.split(',')
+        .map(|one| match one.trim().split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('@') {
+                Some((credentials, address)) => {
+                    let user = credentials.split(':').next().unwrap_or_default();
+                    format!("{scheme}://{user}:***@{address}")
+                }
+                None => one.trim().to_owned(),
+            },
+            None => one.trim().to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-/// The user and password a `nats://user:password@host:port` URL carries (async-nats reads only
-/// the address from it).
+/// The servers of `NATS_URL`: one URL, or a comma-separated list of a cluster's (async-nats picks
+/// one and moves to another when it is lost).
+fn server_addresses(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|one| !one.is_empty())
+        .map(|one| {
+            one.parse::<async_nats::ServerAddr>()
+                .map_err(|error| format!("{}: {error}", redacted(one)))
+        })
+        .collect()
+}
+
+/// The user and password the first `nats://user:password@host:port` URL of the list carries
+/// (async-nats reads only the address from it).
 fn credentials(url: &str) -> Option<(String, String)> {
-    let address: async_nats::ServerAddr = url.parse().ok()?;
+    let address = server_addresses(url).ok()?.into_iter().next()?;
     match (address.username(), address.password()) {
         (Some(user), Some(password)) if !user.is_empty() => {
             Some((user.to_owned(), password.to_owned()))
@@ -160,6 +179,10 @@ pub async fn connect_watching_reconnects(
 ) -> Result<(Client, tokio::sync::watch::Receiver<u64>), NatsCheckError> {
     let (reconnects, watching) = tokio::sync::watch::channel(0u64);
     let shown = redacted(url);
+    let addresses = server_addresses(url).map_err(|reason| NatsCheckError::Unreachable {
+        url: shown.clone(),
+        reason,
+    })?;
     let mut options = ConnectOptions::new();
     if let Some((user, password)) = credentials(url) {
         options = options.user_and_password(user, password);
@@ -183,7 +206,7 @@ pub async fn connect_watching_reconnects(
                 }
             }
         })
-        .connect(url)
+        .connect(addresses)
         .await
         .map_err(|error| match error.kind() {
             ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
@@ -201,12 +224,15 @@ pub async fn connect_watching_reconnects(
             version,
         });
     }
-    if jetstream::new(client.clone())
-        .query_account()
-        .await
-        .is_err()
-    {
-        return Err(NatsCheckError::NoJetStream { url: shown });
+    // A cluster that has just started answers only once it has elected its JetStream leader.
+    let context = jetstream::new(client.clone());
+    let mut attempts = 0;
+    while context.query_account().await.is_err() {
+        attempts += 1;
+        if attempts >= JETSTREAM_ATTEMPTS {
+            return Err(NatsCheckError::NoJetStream { url: shown });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok((client, watching))
 }
@@ -237,10 +263,17 @@ struct KvDefinition {
 /// KV buckets from the definitions in `nats/`. Idempotent: the local stack, the tests and every
 /// worker at start call it, so a fresh server is ready whichever process comes first.
 pub async fn provision(client: &Client) -> anyhow::Result<()> {
+    provision_replicated(client, replicas_wanted()).await
+}
+
+/// [`provision`] with `wanted` replicas for every stream and bucket.
+pub async fn provision_replicated(client: &Client, wanted: usize) -> anyhow::Result<()> {
     let context = jetstream::new(client.clone());
-    let dead_letter: stream::Config = serde_json::from_str(DEAD_LETTER_DEFINITION)?;
+    let mut dead_letter: stream::Config = serde_json::from_str(DEAD_LETTER_DEFINITION)?;
+    dead_letter.num_replicas = replicas_for(&context, &dead_letter.name, wanted).await;
     context.create_or_update_stream(dead_letter).await?;
-    let stream_config: stream::Config = serde_json::from_str(STREAM_DEFINITION)?;
+    let mut stream_config: stream::Config = serde_json::from_str(STREAM_DEFINITION)?;
+    stream_config.num_replicas = replicas_for(&context, &stream_config.name, wanted).await;
     let stream_name = stream_config.name.clone();
     replace_if_older_layout(&context, &stream_config).await?;
     context
@@ -270,8 +303,10 @@ pub async fn provision(client: &Client) -> anyhow::Result<()> {
     }
     let buckets: Vec<KvDefinition> = serde_json::from_str(KV_DEFINITIONS)?;
     for bucket in buckets {
+        let num_replicas = replicas_for(&context, &format!("KV_{}", bucket.bucket), wanted).await;
         context
             .create_or_update_key_value(kv::Config {
+                num_replicas,
                 bucket: bucket.bucket,
                 description: bucket.description,
                 history: bucket.history,
@@ -283,6 +318,28 @@ pub async fn provision(client: &Client) -> anyhow::Result<()> {
             .await?;
     }
     Ok(())
+}
+
+/// The replicas of every stream and bucket: `NATS_REPLICAS` (1 on a single server, 3 on a
+/// three-node cluster).
+fn replicas_wanted() -> usize {
+    std::env::var("NATS_REPLICAS")
+        .ok()
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, 5)
+}
+
+/// A process started without `NATS_REPLICAS` never scales down what a cluster's provisioning
+/// replicated: an existing stream keeps its replicas if it has more.
+async fn replicas_for(context: &jetstream::Context, stream_name: &str, wanted: usize) -> usize {
+    match context.get_stream(stream_name).await {
+        Ok(mut existing) => match existing.info().await {
+            Ok(info) => info.config.num_replicas.max(wanted),
+            Err(_) => wanted,
+        },
+        Err(_) => wanted,
+    }
 }
 
 /// A stream's retention cannot change in place. An `INBOUND` of an older layout is replaced when

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const JWT_SECRET: &str = "test-secret-of-at-least-32-bytes-for-hs256";
 
@@ -21,6 +21,8 @@ pub struct StackOptions {
     pub env: Vec<(String, String)>,
     /// Workers reach Postgres through a proxy the test can cut (`TestStack::database_proxy`).
     pub database_proxy: bool,
+    /// nats-servers: 1, or a cluster of this many nodes with every stream and bucket replicated.
+    pub nats_nodes: usize,
 }
 
 impl Default for StackOptions {
@@ -29,6 +31,7 @@ impl Default for StackOptions {
             workers: WORKER_KINDS.to_vec(),
             env: Vec::new(),
             database_proxy: false,
+            nats_nodes: 1,
         }
     }
 }
@@ -58,6 +61,22 @@ impl StackOptions {
         self.workers = workers.to_vec();
         self
     }
+
+    /// A NATS cluster of `nodes` servers instead of one; streams and buckets get up to 3 replicas
+    /// and every process is given every node's URL.
+    pub fn nats_cluster(mut self, nodes: usize) -> Self {
+        self.nats_nodes = nodes.max(1);
+        let replicas = self.nats_nodes.min(3).to_string();
+        self.env("NATS_REPLICAS", &replicas)
+    }
+}
+
+/// One nats-server of the stack.
+struct NatsNode {
+    port: u16,
+    /// The route port when the stack runs a cluster.
+    cluster_port: Option<u16>,
+    process: Option<Child>,
 }
 
 /// The users of `nats/server.conf`; each stack makes up their passwords.
@@ -100,8 +119,7 @@ pub struct TestStack {
     pub gateway: String,
     admin_url: String,
     database_name: String,
-    nats_process: Child,
-    nats_port: u16,
+    nats_nodes: Vec<NatsNode>,
     store_dir: PathBuf,
     log_dir: PathBuf,
     env: Vec<(String, String)>,
@@ -181,11 +199,30 @@ impl TestStack {
         std::fs::create_dir_all(&store_dir).expect("temp dir");
         std::fs::create_dir_all(&log_dir).expect("log dir");
 
-        let nats_port = free_port();
         let nats_secret = uuid::Uuid::new_v4().simple().to_string();
-        let nats_process = spawn_nats(nats_port, &store_dir, &log_dir, &nats_secret);
-        wait_for_port(nats_port).await;
-        let nats_address = format!("127.0.0.1:{nats_port}");
+        let clustered = options.nats_nodes > 1;
+        let mut nats_nodes: Vec<NatsNode> = (0..options.nats_nodes)
+            .map(|_| NatsNode {
+                port: free_port(),
+                cluster_port: clustered.then(free_port),
+                process: None,
+            })
+            .collect();
+        let routes = cluster_routes(&nats_nodes);
+        for (index, node) in nats_nodes.iter_mut().enumerate() {
+            node.process = Some(spawn_nats(
+                node,
+                index,
+                &routes,
+                &store_dir,
+                &log_dir,
+                &nats_secret,
+            ));
+        }
+        for node in &nats_nodes {
+            wait_for_port(node.port).await;
+        }
+        let nats_address = addresses_of(&nats_nodes);
         let nats_url = nats_url_as(NatsUser::Admin, &nats_secret, &nats_address);
 
         let admin_url = std::env::var("DATABASE_ADMIN_URL")
@@ -206,7 +243,14 @@ impl TestStack {
         let nats = shared::nats::connect_checked(&nats_url, "test-setup")
             .await
             .expect("test nats-server");
-        shared::nats::provision(&nats).await.expect("provision");
+        // A new cluster elects its JetStream leader first.
+        let replicas = options.nats_nodes.min(3);
+        let mut attempts = 0;
+        while let Err(error) = shared::nats::provision_replicated(&nats, replicas).await {
+            attempts += 1;
+            assert!(attempts < 40, "provisioning failed: {error}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
 
         let gateway_port = free_port();
         let (database_proxy, workers_database_url) = if options.database_proxy {
@@ -246,8 +290,7 @@ impl TestStack {
             gateway: format!("127.0.0.1:{gateway_port}"),
             admin_url,
             database_name,
-            nats_process,
-            nats_port,
+            nats_nodes,
             store_dir: root,
             log_dir,
             env,
@@ -304,7 +347,7 @@ impl TestStack {
     }
 
     pub fn nats_pid(&self) -> u32 {
-        self.nats_process.id()
+        self.nats_nodes[0].process.as_ref().map_or(0, Child::id)
     }
 
     pub fn gateway_pid(&self) -> Option<u32> {
@@ -379,8 +422,8 @@ impl TestStack {
         let _ = Command::new("kill")
             .args(["-TERM", &gateway.id().to_string()])
             .status();
-        let deadline = std::time::Instant::now() + wait;
-        while std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
             if let Ok(Some(_)) = gateway.try_wait() {
                 return true;
             }
@@ -453,7 +496,7 @@ impl TestStack {
 
     /// `host:port` of this stack's nats-server (for a proxy in front of it).
     pub fn nats_address(&self) -> String {
-        format!("127.0.0.1:{}", self.nats_port)
+        addresses_of(&self.nats_nodes)
     }
 
     /// The URL a process connecting as `user` is given.
@@ -473,17 +516,67 @@ impl TestStack {
         self.nats_as(NatsUser::Admin).await
     }
 
-    /// Stops the nats-server (a NATS restart in tests) and starts it again on the same port.
+    /// Stops the nats-server (a NATS restart in tests) and starts it again on the same port (every
+    /// node of a cluster).
     pub async fn restart_nats(&mut self) {
-        let _ = self.nats_process.kill();
-        let _ = self.nats_process.wait();
-        self.nats_process = spawn_nats(
-            self.nats_port,
+        for index in 0..self.nats_nodes.len() {
+            self.kill_nats_node(index);
+        }
+        for index in 0..self.nats_nodes.len() {
+            self.start_nats_node(index).await;
+        }
+    }
+
+    /// SIGKILLs one node of the NATS cluster.
+    pub fn kill_nats_node(&mut self, index: usize) {
+        if let Some(mut process) = self.nats_nodes[index].process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+
+    /// Starts a node again with its store, port and routes.
+    pub async fn start_nats_node(&mut self, index: usize) {
+        let routes = cluster_routes(&self.nats_nodes);
+        let process = spawn_nats(
+            &self.nats_nodes[index],
+            index,
+            &routes,
             &self.store_dir.join("nats"),
             &self.log_dir,
             &self.nats_secret,
         );
-        wait_for_port(self.nats_port).await;
+        self.nats_nodes[index].process = Some(process);
+        wait_for_port(self.nats_nodes[index].port).await;
+    }
+
+    /// The node (its index) leading a stream's replicas in the cluster, once it has one (an
+    /// election after a node's death takes a few seconds).
+    pub async fn nats_node_leading(&self, stream: &str) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(leader) = self.stream_leader(stream).await {
+                return leader
+                    .strip_prefix("node")
+                    .and_then(|index| index.parse().ok())
+                    .expect("nodes are named node<index>");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{stream} has no leader after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn stream_leader(&self, stream: &str) -> Option<String> {
+        let client = shared::nats::connect_checked(&self.nats_url, "test")
+            .await
+            .ok()?;
+        let context = async_nats::jetstream::new(client);
+        let mut stream = context.get_stream(stream).await.ok()?;
+        let info = stream.info().await.ok()?;
+        info.cluster.as_ref()?.leader.clone()
     }
 
     /// Creates a provider (active, with a profile) and a seeker, and takes them to a session in
@@ -587,14 +680,39 @@ impl TestStack {
     }
 }
 
-fn nats_url_as(user: NatsUser, secret: &str, address: &str) -> String {
-    format!("nats://{}:{}-{secret}@{address}", user.name(), user.name())
+/// The URL of each of `addresses` (comma-separated) with `user`'s credentials, comma-separated.
+fn nats_url_as(user: NatsUser, secret: &str, addresses: &str) -> String {
+    addresses
+        .split(',')
+        .map(|address| format!("nats://{}:{}-{secret}@{address}", user.name(), user.name()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn addresses_of(nodes: &[NatsNode]) -> String {
+    nodes
+        .iter()
+        .map(|node| format!("127.0.0.1:{}", node.port))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Every node's route URL, when the stack runs a cluster.
+fn cluster_routes(nodes: &[NatsNode]) -> String {
+    nodes
+        .iter()
+        .filter_map(|node| node.cluster_port)
+        .map(|port| format!("nats://127.0.0.1:{port}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Starts nats-server with the system's configuration (`nats/server.conf`: users and permissions)
-/// and passwords made of `secret`.
+/// and passwords made of `secret`; in a cluster, as `node<index>` with routes to every node.
 fn spawn_nats(
-    port: u16,
+    node: &NatsNode,
+    index: usize,
+    routes: &str,
     store_dir: &std::path::Path,
     log_dir: &std::path::Path,
     secret: &str,
@@ -602,14 +720,30 @@ fn spawn_nats(
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(log_dir.join("nats-server.log"))
+        .open(log_dir.join(format!("nats-server-{index}.log")))
         .expect("log file");
     let configuration = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../nats/server.conf");
-    Command::new(nats_server_binary())
+    let mut command = Command::new(nats_server_binary());
+    command
         .arg("-c")
         .arg(configuration)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(store_dir)
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &node.port.to_string(),
+            "-js",
+            "-sd",
+        ])
+        .arg(store_dir.join(format!("node{index}")));
+    if let Some(cluster_port) = node.cluster_port {
+        command
+            .args(["--server_name", &format!("node{index}")])
+            .args(["--cluster_name", "marketplace-test"])
+            .args(["--cluster", &format!("nats://127.0.0.1:{cluster_port}")])
+            .args(["--routes", routes]);
+    }
+    command
         .envs(NatsUser::ALL.map(|user| {
             (
                 user.password_variable(),
@@ -636,8 +770,12 @@ impl Drop for TestStack {
                 let _ = child.wait();
             }
         }
-        let _ = self.nats_process.kill();
-        let _ = self.nats_process.wait();
+        for node in &mut self.nats_nodes {
+            if let Some(mut process) = node.process.take() {
+                let _ = process.kill();
+                let _ = process.wait();
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.store_dir);
         let (admin_url, name) = (self.admin_url.clone(), self.database_name.clone());
         let _ = std::thread::spawn(move || {
