@@ -6,7 +6,8 @@
 #   scripts/stack.sh                   # build, provision, run
 #   scripts/stack.sh --provision-only  # just migrations + NATS definitions
 #
-# Knobs (environment): NATS_URL (a server of yours; else one is started with the users of
+# Knobs (environment): NATS_CLUSTER=3 (a local 3-node NATS cluster, streams and buckets at 3
+# replicas), NATS_URL (a server of yours; else one is started with the users of
 # nats/server.conf and their passwords in .stack/nats-users.env), DATABASE_ADMIN_URL, DATABASE_URL, JWT_SECRET, GATEWAY_ADDR,
 # DISTANCE_TICK_SECS, DISTANCE_MIN_MOVE_M, CHAT_RETENTION_SECS, TYPING_TTL_SECS, EXPIRY_SWEEP_SECS,
 # GATEWAY_DEV_MODE (1 = the gateway mints demo tokens for the web page; never in production).

@@ -101,13 +101,46 @@ load_nats_passwords() {
   done
 }
 
-# Exports NATS_<USER>_URL for a server at $1 (host:port) running nats/server.conf.
+# Exports NATS_<USER>_URL for a server at $1 (host:port, or a cluster's host:port,host:port,...)
+# running nats/server.conf: one URL per server, comma-separated.
 export_nats_urls() {
-  local user variable
+  local user variable address urls
   for user in "${NATS_USERS[@]}"; do
     variable="NATS_${user^^}_PASSWORD"
-    export "NATS_${user^^}_URL=nats://$user:${!variable}@$1"
+    urls=""
+    for address in ${1//,/ }; do
+      urls="${urls:+$urls,}nats://$user:${!variable}@$address"
+    done
+    export "NATS_${user^^}_URL=$urls"
   done
+}
+
+# Starts (or finds running) a cluster of $1 nodes with nats/cluster.conf: node i serves clients on
+# 4223+i and routes on 6223+i, stores under .stack/nats-node<i>. Exports NATS_CLUSTER_ADDRESSES.
+start_nats_cluster() {
+  local nodes=$1 i routes="" addresses="" port version
+  for ((i = 0; i < nodes; i++)); do
+    routes="${routes:+$routes,}nats://127.0.0.1:$((6223 + i))"
+    addresses="${addresses:+$addresses,}127.0.0.1:$((4223 + i))"
+  done
+  for ((i = 0; i < nodes; i++)); do
+    port=$((4223 + i))
+    version=$(nats_version_at 127.0.0.1 $port)
+    if [ -n "$version" ]; then
+      log "using NATS $version already running at 127.0.0.1:$port (node$i)"
+      continue
+    fi
+    mkdir -p "$STACK_DIR/nats-node$i"
+    "$NATS_SERVER_BIN" -c "$ROOT/nats/cluster.conf" -a 127.0.0.1 -p $port -js -sd "$STACK_DIR/nats-node$i" \
+      --server_name "node$i" --cluster "nats://127.0.0.1:$((6223 + i))" --routes "$routes" \
+      >"$STACK_DIR/nats-node$i.log" 2>&1 &
+    STARTED_PIDS+=($!)
+  done
+  for ((i = 0; i < nodes; i++)); do
+    wait_for_port 127.0.0.1 $((4223 + i)) 10 || die "nats-server node$i did not start (see .stack/nats-node$i.log)"
+  done
+  log "NATS cluster of $nodes nodes at $addresses (logs: .stack/nats-node<i>.log)"
+  export NATS_CLUSTER_ADDRESSES="$addresses"
 }
 
 # Starts nats-server with nats/server.conf: start_nats port store_dir log_file. Adds its pid to
@@ -121,6 +154,14 @@ start_nats() {
 
 ensure_nats() {
   find_nats_server
+  if [ "${NATS_CLUSTER:-1}" -gt 1 ]; then
+    # A local cluster: every stream and bucket replicated, every process given every node.
+    load_nats_passwords
+    start_nats_cluster "$NATS_CLUSTER"
+    export_nats_urls "$NATS_CLUSTER_ADDRESSES"
+    export NATS_URL="$NATS_ADMIN_URL" NATS_REPLICAS="${NATS_REPLICAS:-$((NATS_CLUSTER < 3 ? NATS_CLUSTER : 3))}"
+    return 0
+  fi
   local url="${NATS_URL:-nats://127.0.0.1:4222}" host port version
   read -r host port < <(url_host_port "$url" 4222)
   version=$(nats_version_at "$host" "$port")
