@@ -79,6 +79,16 @@ struct NatsNode {
     process: Option<Child>,
 }
 
+/// A node is stopped when dropped, even when a stack's set-up fails half-way.
+impl Drop for NatsNode {
+    fn drop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
 /// The users of `nats/server.conf`; each stack makes up their passwords.
 #[derive(Clone, Copy, Debug)]
 pub enum NatsUser {
