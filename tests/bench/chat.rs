@@ -20,10 +20,10 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Writer =
+pub type Writer =
     Arc<tokio::sync::Mutex<SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>>>;
 
-fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+pub fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .and_then(|value| value.parse().ok())
@@ -65,7 +65,7 @@ struct Received<'a> {
     message_id: Option<&'a str>,
 }
 
-struct Shared {
+pub struct Shared {
     origin: Instant,
     histogram: Mutex<Histogram<u64>>,
     received: AtomicU64,
@@ -73,23 +73,29 @@ struct Shared {
 }
 
 /// The stack under load: `sessions` seeker/provider pairs whose providers count what arrives.
-struct Load {
-    stack: TestStack,
-    shared: Arc<Shared>,
-    writers: Vec<(Writer, String)>,
-    pids: Pids,
+pub struct Load {
+    pub stack: TestStack,
+    pub shared: Arc<Shared>,
+    pub writers: Vec<(Writer, String)>,
+    pub pids: Pids,
+}
+
+/// The stack the chat benchmarks run on.
+pub fn load_options() -> StackOptions {
+    StackOptions::default()
+        // A load generator is not a phone.
+        .without_rate_limits()
+        .only(&["lifecycle", "chat"])
+        .env("WS_IDLE_TIMEOUT_SECS", "3600")
+        .env("RUST_LOG", "warn")
 }
 
 async fn load(sessions: usize) -> anyhow::Result<Load> {
-    let stack = TestStack::with(
-        StackOptions::default()
-            // A load generator is not a phone.
-            .without_rate_limits()
-            .only(&["lifecycle", "chat"])
-            .env("WS_IDLE_TIMEOUT_SECS", "3600")
-            .env("RUST_LOG", "warn"),
-    )
-    .await;
+    load_on(TestStack::with(load_options()).await, sessions).await
+}
+
+/// `sessions` seeker/provider pairs on `stack` whose providers count what arrives.
+pub async fn load_on(stack: TestStack, sessions: usize) -> anyhow::Result<Load> {
     let shared = Arc::new(Shared {
         origin: Instant::now(),
         histogram: Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?),
@@ -223,7 +229,7 @@ pub async fn soak() -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Pids {
+pub struct Pids {
     gateway: u32,
     chat: u32,
     nats: u32,
@@ -244,7 +250,7 @@ impl Pids {
 
 /// Runs the steps of one ramp (stopping once saturated when `ramping`); returns the highest
 /// sustained rate.
-async fn ramp(
+pub async fn ramp(
     shared: &Arc<Shared>,
     writers: &[(Writer, String)],
     pids: &Pids,

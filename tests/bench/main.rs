@@ -5,10 +5,12 @@
 //!   bench chat      end-to-end chat latency at steady rates, and the highest rate with p99 < 50 ms
 //!   bench distance  distance worker CPU per 1,000 location updates and update delay p50/p99
 //!   bench sockets   gateway memory per idle socket
+//!   bench crowd     100,000 idle sockets across gateway processes for a minute, and chat beside them
 //!   bench soak      ten minutes of chat at 1,000 msg/s beside 2,000 idle sockets: memory stays flat
 //!   bench inbox     the inbox of a seeker with 2,000 ended sessions: latency and query plan
 
 mod chat;
+mod crowd;
 mod distance;
 mod inbox;
 mod sockets;
@@ -82,6 +84,8 @@ async fn main() -> anyhow::Result<()> {
         "chat" => chat::run().await,
         "distance" => distance::run().await,
         "sockets" => sockets::run().await,
+        "crowd" => crowd::run().await,
+        "crowd-client" => crowd::client().await,
         "soak" => chat::soak().await,
         "inbox" => inbox::run().await,
         _ => {

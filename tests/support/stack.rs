@@ -877,6 +877,12 @@ pub struct ExtraGateway {
     child: Child,
 }
 
+impl ExtraGateway {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for ExtraGateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
