@@ -256,19 +256,7 @@ async fn chaos_killed_chat_and_lifecycle_workers_a_nats_restart_and_a_postgres_o
     stack.start_worker("chat");
     stack.start_worker("lifecycle");
     let setup = Instant::now();
-    let mut senders = Vec::new();
-    let mut receivers = Vec::new();
-    for index in 0..sessions {
-        let (seeker, provider, session_id, _) = stack
-            .session(&format!("cs{index}"), &format!("cp{index}"))
-            .await;
-        senders.push(tokio::spawn(send_patiently(
-            seeker,
-            session_id.clone(),
-            messages,
-        )));
-        receivers.push((provider, session_id));
-    }
+    let (senders, receivers) = start_senders(&stack, "c", sessions, messages).await;
     eprintln!("{sessions} sessions set up in {:?}", setup.elapsed());
     // One chat instance SIGKILLed and replaced every 2 s for 20 s (a lifecycle instance every
     // other time), the nats-server restarted once along the way, and Postgres out of reach for
@@ -318,19 +306,7 @@ async fn on_a_three_node_nats_cluster_losing_the_inbound_leader_loses_duplicates
     )
     .await;
     stack.start_worker("chat");
-    let mut senders = Vec::new();
-    let mut receivers = Vec::new();
-    for index in 0..sessions {
-        let (seeker, provider, session_id, _) = stack
-            .session(&format!("ns{index}"), &format!("np{index}"))
-            .await;
-        senders.push(tokio::spawn(send_patiently(
-            seeker,
-            session_id.clone(),
-            messages,
-        )));
-        receivers.push((provider, session_id));
-    }
+    let (senders, receivers) = start_senders(&stack, "n", sessions, messages).await;
     // Under load, the node leading INBOUND dies without a word; a new leader takes over from the
     // replicas. Later the node comes back and catches up.
     let started = Instant::now();
@@ -349,6 +325,34 @@ async fn on_a_three_node_nats_cluster_losing_the_inbound_leader_loses_duplicates
     stack.start_nats_node(leader).await;
     eprintln!("node{new_leader} took over; node{leader} is back after 6 s");
     every_message_once_and_in_order(&stack, senders, receivers, messages, started).await;
+}
+
+/// A chat run: `sessions` pairs whose seekers each send `messages` numbered messages with
+/// `client_message_id`s, patiently (`send_patiently`); the senders, and each provider with its
+/// session.
+async fn start_senders(
+    stack: &TestStack,
+    prefix: &str,
+    sessions: usize,
+    messages: usize,
+) -> (
+    Vec<tokio::task::JoinHandle<HashMap<String, Vec<Value>>>>,
+    Vec<(Client, String)>,
+) {
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for index in 0..sessions {
+        let (seeker, provider, session_id, _) = stack
+            .session(&format!("{prefix}s{index}"), &format!("{prefix}p{index}"))
+            .await;
+        senders.push(tokio::spawn(send_patiently(
+            seeker,
+            session_id.clone(),
+            messages,
+        )));
+        receivers.push((provider, session_id));
+    }
+    (senders, receivers)
 }
 
 /// Waits for the senders of a chat run under faults, then checks what the contract promises:

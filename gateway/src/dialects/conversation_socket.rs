@@ -15,19 +15,6 @@ pub struct ConversationSocket {
     session_id: String,
 }
 
-/// Fields a seed-002 client may send beside `message` and `type`, passed on as they are.
-const PASSED_ON: [&str; 9] = [
-    "client_message_id",
-    "latitude",
-    "longitude",
-    "lat",
-    "lng",
-    "url",
-    "name",
-    "size_bytes",
-    "mime_type",
-];
-
 fn kind_of(message_type: &str) -> Option<&'static str> {
     Some(match message_type.to_ascii_uppercase().as_str() {
         "TEXT" => "text",
@@ -67,15 +54,10 @@ impl ConversationSocket {
             "is_read": is_read,
             "seq": event.get("seq"),
         });
-        for field in [
-            "latitude",
-            "longitude",
-            "url",
-            "name",
-            "size_bytes",
-            "mime_type",
-            "client_message_id",
-        ] {
+        for field in super::CONTENT_FIELDS
+            .into_iter()
+            .chain(["client_message_id"])
+        {
             if let Some(value) = event.get(field) {
                 message[field] = value.clone();
             }
@@ -112,7 +94,7 @@ impl Dialect for ConversationSocket {
         if !message.is_null() {
             native.insert(String::from("message"), message);
         }
-        for field in PASSED_ON {
+        for field in std::iter::once("client_message_id").chain(super::KIND_FIELDS) {
             if let Some(value) = frame.get(field) {
                 native.insert(field.to_owned(), value.clone());
             }

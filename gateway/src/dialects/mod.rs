@@ -8,6 +8,29 @@
 pub mod conversation_socket;
 pub mod socketio;
 
+/// The fields of a message's kind (contract section 9) a dialect's client may send beside the
+/// text, passed on to the native `chat_message` as they are (`lat`/`lng` are accepted aliases).
+pub const KIND_FIELDS: [&str; 8] = [
+    "latitude",
+    "longitude",
+    "lat",
+    "lng",
+    "url",
+    "name",
+    "size_bytes",
+    "mime_type",
+];
+
+/// The fields of a message's kind as native events (`chat_message`, `message_sent`) carry them.
+pub const CONTENT_FIELDS: [&str; 6] = [
+    "latitude",
+    "longitude",
+    "url",
+    "name",
+    "size_bytes",
+    "mime_type",
+];
+
 /// One client protocol spoken on a socket.
 pub trait Dialect: Send + Sync {
     /// A client frame as a native frame (JSON text); `Ok(None)` to ignore it; `Err` with a reason

@@ -57,19 +57,6 @@ pub enum Request {
     },
 }
 
-/// Fields of section 9's kinds a client may send beside the text, passed on as they are.
-const KIND_FIELDS: [&str; 9] = [
-    "kind",
-    "latitude",
-    "longitude",
-    "lat",
-    "lng",
-    "url",
-    "name",
-    "size_bytes",
-    "mime_type",
-];
-
 /// The event's argument: Socket.IO hands several arguments over as an array, one as itself.
 fn argument(data: &Value) -> &Value {
     match data {
@@ -185,7 +172,7 @@ fn send(
         String::from("client_message_id"),
         Value::from(client_message_id.as_str()),
     );
-    for name in KIND_FIELDS {
+    for name in std::iter::once("kind").chain(super::KIND_FIELDS) {
         if let Some(value) = field(data, name) {
             native.insert(name.to_owned(), value.clone());
         }
@@ -197,16 +184,6 @@ fn send(
         temp_id,
     })
 }
-
-/// The fields of a message's kind (section 9) as native events carry them.
-const CONTENT_FIELDS: [&str; 6] = [
-    "latitude",
-    "longitude",
-    "url",
-    "name",
-    "size_bytes",
-    "mime_type",
-];
 
 /// A native chat, system or own (`message_sent`) message in `vocabulary`: seed 004's
 /// `new_message` or seed 003's `chat_message`.
@@ -247,7 +224,7 @@ fn message(
             }),
         ),
     };
-    for name in CONTENT_FIELDS {
+    for name in super::CONTENT_FIELDS {
         if let Some(value) = event.get(name) {
             shown[name] = value.clone();
         }
