@@ -514,6 +514,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_backlog_that_outgrows_its_limit_evicts_the_users_sockets() {
+        let (handle, _never_read) = socket("c1", 1);
+        let routes = routes_with(Duration::from_secs(5), vec![("u1", handle.clone())]);
+        // The first replay fills the queue, the second waits, the rest queue behind it up to
+        // the limit.
+        for index in 0..BACKLOG_LIMIT + 2 {
+            routes.route("u1", event(Some("c1"), format!("replay {index}")));
+        }
+        assert!(
+            !evicted(&handle).await,
+            "within the limit: waiting, not evicted"
+        );
+        routes.route("u1", event(None, String::from("one too many")));
+        assert!(
+            evicted(&handle).await,
+            "past the limit the socket is evicted"
+        );
+    }
+
+    #[tokio::test]
     async fn events_of_users_with_no_socket_here_are_dropped() {
         let (handle, mut receiver) = socket("c1", 4);
         let routes = routes_with(Duration::from_secs(1), vec![("u1", handle)]);

@@ -70,8 +70,8 @@ fn upgrade_for(
         Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
     };
-    if state.registry.sockets_of(&identity.user_id) >= state.config.ws_max_sockets_per_user {
-        let error = serde_json::json!({"error": "too many open sockets for this user"});
+    if at_socket_limit(&state, &identity) {
+        let error = serde_json::json!({"error": TOO_MANY_SOCKETS});
         return (axum::http::StatusCode::TOO_MANY_REQUESTS, axum::Json(error)).into_response();
     }
     upgrade
@@ -80,6 +80,13 @@ fn upgrade_for(
         .max_message_size(TRANSPORT_LIMIT)
         .max_frame_size(TRANSPORT_LIMIT)
         .on_upgrade(move |socket| run(state, identity, socket, None))
+}
+
+pub(crate) const TOO_MANY_SOCKETS: &str = "too many open sockets for this user";
+
+/// Whether the user already holds `WS_MAX_SOCKETS_PER_USER` sockets here (of any protocol).
+pub(crate) fn at_socket_limit(state: &SharedState, identity: &Identity) -> bool {
+    state.registry.sockets_of(&identity.user_id) >= state.config.ws_max_sockets_per_user
 }
 
 /// Seed 002's conversation socket (`/ws/chat/{conversation_id}/`, contract section 11): any role,
@@ -116,8 +123,8 @@ pub async fn conversation_upgrade(
         Ok(_) => return forbidden(),
         Err(unavailable) => return unavailable,
     }
-    if state.registry.sockets_of(&identity.user_id) >= state.config.ws_max_sockets_per_user {
-        let error = serde_json::json!({"error": "too many open sockets for this user"});
+    if at_socket_limit(&state, &identity) {
+        let error = serde_json::json!({"error": TOO_MANY_SOCKETS});
         return (axum::http::StatusCode::TOO_MANY_REQUESTS, axum::Json(error)).into_response();
     }
     let dialect: Arc<dyn Dialect> = Arc::new(ConversationSocket::new(session_id));

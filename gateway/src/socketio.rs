@@ -83,8 +83,8 @@ async fn admit(
         None => crate::auth::authenticate(&state.verifier, &parts.headers, &query, None)
             .map_err(|refusal| refusal.message())?,
     };
-    if state.registry.sockets_of(&identity.user_id) >= state.config.ws_max_sockets_per_user {
-        return Err(String::from("too many open sockets for this user"));
+    if socket::at_socket_limit(&state, &identity) {
+        return Err(String::from(socket::TOO_MANY_SOCKETS));
     }
     let (sender, receiver) = mpsc::channel(EVENT_QUEUE);
     let closed = Arc::new(Notify::new());

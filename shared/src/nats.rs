@@ -394,6 +394,21 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_url_lists_every_server_and_hides_every_password() {
+        let url = "nats://worker:pw@127.0.0.1:4223,nats://worker:pw@127.0.0.1:4224";
+        assert_eq!(
+            redacted(url),
+            "nats://worker:***@127.0.0.1:4223,nats://worker:***@127.0.0.1:4224"
+        );
+        assert_eq!(server_addresses(url).map(|list| list.len()), Ok(2));
+        assert_eq!(
+            credentials(url),
+            Some((String::from("worker"), String::from("pw")))
+        );
+        assert!(server_addresses("nats://a:b@127.0.0.1:4223,not a url").is_err());
+    }
+
+    #[test]
     fn versions_compare_by_major_and_minor() {
         assert!(version_at_least("2.15.1", (2, 11)));
         assert!(version_at_least("2.11.0", (2, 11)));

@@ -325,6 +325,18 @@ async fn on_a_three_node_nats_cluster_losing_the_inbound_leader_loses_duplicates
     stack.start_nats_node(leader).await;
     eprintln!("node{new_leader} took over; node{leader} is back after 6 s");
     every_message_once_and_in_order(&stack, senders, receivers, messages, started).await;
+    // A process started without NATS_REPLICAS provisions with 1: it must not scale INBOUND down.
+    let nats = stack.nats().await;
+    shared::nats::provision_replicated(&nats, 1)
+        .await
+        .expect("provision");
+    let context = async_nats::jetstream::new(nats);
+    let mut inbound = context
+        .get_stream(shared::subjects::INBOUND_STREAM)
+        .await
+        .expect("INBOUND");
+    let info = inbound.info().await.expect("stream info");
+    assert_eq!(info.config.num_replicas, 3, "INBOUND keeps its 3 replicas");
 }
 
 /// A chat run: `sessions` pairs whose seekers each send `messages` numbered messages with

@@ -349,7 +349,7 @@ test('a seed 003 client holds a whole conversation with a native party', async (
   }
 });
 
-test('a stranger cannot join a session and a handshake without a valid token is refused', async () => {
+test('a stranger cannot join a session; a handshake without a valid token, or over the socket limit, is refused', async () => {
   const { providerToken, provider, sessionId } = await newSession();
   provider.close();
   const strangerToken = await mint(`sio-stranger-${unique()}`, 'seeker');
@@ -375,6 +375,18 @@ test('a stranger cannot join a session and a handshake without a valid token is 
     socket.disconnect();
     assert.match(error.message, /token/i, `${JSON.stringify(auth)}: ${error.message}`);
   }
+  // Socket.IO sockets count towards WS_MAX_SOCKETS_PER_USER (10) like any other.
+  const crowdToken = await mint(`sio-many-${unique()}`, 'seeker');
+  const ten = [];
+  for (let index = 0; index < 10; index++) ten.push(await SocketIoClient.connect(crowdToken, { transports: ['websocket'] }));
+  const eleventh = io(GATEWAY, { auth: { token: crowdToken }, reconnection: false, forceNew: true, transports: ['websocket'] });
+  const tooMany = await new Promise((resolve, reject) => {
+    eleventh.once('connect', () => reject(new Error('an eleventh socket was accepted')));
+    eleventh.once('connect_error', resolve);
+  });
+  eleventh.disconnect();
+  ten.forEach((socket) => socket.close());
+  assert.equal(tooMany.message, 'too many open sockets for this user');
   // The token by query string works too, as some front-ends send it.
   const byQuery = io(GATEWAY, { query: { token: providerToken }, reconnection: false, forceNew: true });
   await new Promise((resolve, reject) => {
