@@ -85,7 +85,8 @@ pub fn load_options() -> StackOptions {
     StackOptions::default()
         // A load generator is not a phone.
         .without_rate_limits()
-        .only(&["lifecycle", "chat"])
+        // The expiry worker keeps the planner's statistics current, as it does in production.
+        .only(&["lifecycle", "chat", "expiry"])
         .env("WS_IDLE_TIMEOUT_SECS", "3600")
         .env("RUST_LOG", "warn")
 }

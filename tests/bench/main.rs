@@ -8,11 +8,13 @@
 //!   bench crowd     100,000 idle sockets across gateway processes for a minute, and chat beside them
 //!   bench soak      ten minutes of chat at 1,000 msg/s beside 2,000 idle sockets: memory stays flat
 //!   bench inbox     the inbox of a seeker with 2,000 ended sessions: latency and query plan
+//!   bench rolling   every gateway and worker restarted in turn under 1,000 msg/s: lost, delays
 
 mod chat;
 mod crowd;
 mod distance;
 mod inbox;
+mod rolling;
 mod sockets;
 
 use hdrhistogram::Histogram;
@@ -88,9 +90,10 @@ async fn main() -> anyhow::Result<()> {
         "crowd-client" => crowd::client().await,
         "soak" => chat::soak().await,
         "inbox" => inbox::run().await,
+        "rolling" => rolling::run().await,
         _ => {
             eprintln!(
-                "usage: bench chat|distance|sockets|inbox|soak  (scripts/bench.sh runs all but soak)"
+                "usage: bench chat|distance|sockets|inbox|soak|crowd|rolling  (scripts/bench.sh runs the first four)"
             );
             std::process::exit(2);
         }

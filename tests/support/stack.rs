@@ -383,6 +383,27 @@ impl TestStack {
         }
     }
 
+    /// Sends the first started instance of a worker kind SIGTERM (as a deploy does) and waits for
+    /// it to exit; true when it exited within `wait` (else it is killed).
+    pub async fn terminate_one_worker(&mut self, kind: &str, wait: Duration) -> bool {
+        let Some(children) = self.workers.get_mut(kind) else {
+            return true;
+        };
+        if children.is_empty() {
+            return true;
+        }
+        let child = children.remove(0);
+        terminate(child, wait).await
+    }
+
+    /// A rolling restart's step for the gateway: SIGTERM, wait for it to exit (true when within
+    /// `wait`), start a new one on the same port.
+    pub async fn restart_gateway(&mut self, wait: Duration) -> bool {
+        let exited = self.terminate_gateway(wait).await;
+        self.start_gateway().await;
+        exited
+    }
+
     async fn start_gateway(&mut self) {
         let port: u16 = self
             .gateway
@@ -390,7 +411,11 @@ impl TestStack {
             .next()
             .and_then(|port| port.parse().ok())
             .expect("gateway port");
-        self.gateway_process = Some(self.spawn("gateway", 0));
+        // A restarted gateway writes a log of its own.
+        let started = self.started.entry(String::from("gateway")).or_insert(0);
+        let instance = *started;
+        *started += 1;
+        self.gateway_process = Some(self.spawn("gateway", instance));
         wait_for_port(port).await;
     }
 
@@ -398,27 +423,20 @@ impl TestStack {
     /// test can cut, say). It is killed when the returned value is dropped.
     pub async fn extra_gateway(&self, nats_address: &str) -> ExtraGateway {
         let port = free_port();
-        let log = std::fs::File::create(self.log_dir.join(format!("gateway-extra-{port}.log")))
-            .expect("log file");
-        let err = log.try_clone().expect("log file");
-        let child = Command::new(binary("gateway"))
-            .envs(
-                self.env
-                    .iter()
-                    .map(|(key, value)| (key.as_str(), value.as_str())),
-            )
-            .env(
-                "NATS_URL",
-                nats_url_as(NatsUser::Gateway, &self.nats_secret, nats_address),
-            )
-            .env("GATEWAY_ADDR", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("gateway starts");
+        let mut env = self.env.clone();
+        env.push((
+            String::from("NATS_URL"),
+            nats_url_as(NatsUser::Gateway, &self.nats_secret, nats_address),
+        ));
+        env.push((String::from("GATEWAY_ADDR"), format!("127.0.0.1:{port}")));
+        let log = self.log_dir.join(format!("gateway-extra-{port}.log"));
+        let child = spawn_gateway(&env, &log);
         wait_for_port(port).await;
         ExtraGateway {
             address: format!("127.0.0.1:{port}"),
+            port,
+            env,
+            log,
             child,
         }
     }
@@ -426,22 +444,10 @@ impl TestStack {
     /// Sends the gateway SIGTERM (as a deploy does) and waits for it to exit; true when it exited
     /// within `wait`.
     pub async fn terminate_gateway(&mut self, wait: Duration) -> bool {
-        let Some(mut gateway) = self.gateway_process.take() else {
-            return true;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &gateway.id().to_string()])
-            .status();
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = gateway.try_wait() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match self.gateway_process.take() {
+            Some(gateway) => terminate(gateway, wait).await,
+            None => true,
         }
-        let _ = gateway.kill();
-        let _ = gateway.wait();
-        false
     }
 
     /// Waits until the started workers answer on NATS (their consumers and queue groups exist).
@@ -874,6 +880,9 @@ use crate::client::Client;
 /// A second gateway process (see [`TestStack::extra_gateway`]).
 pub struct ExtraGateway {
     pub address: String,
+    port: u16,
+    env: Vec<(String, String)>,
+    log: PathBuf,
     child: Child,
 }
 
@@ -881,6 +890,52 @@ impl ExtraGateway {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// A rolling restart's step: SIGTERM, wait for the exit (true when within `wait`), start a
+    /// new process on the same port.
+    pub async fn restart(&mut self, wait: Duration) -> bool {
+        let log = self.log.with_extension("restarted.log");
+        let exited = terminate_in_place(&mut self.child, wait).await;
+        // The port is free once the old process has exited.
+        self.child = spawn_gateway(&self.env, &log);
+        wait_for_port(self.port).await;
+        exited
+    }
+}
+
+fn spawn_gateway(env: &[(String, String)], log: &std::path::Path) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    let err = log.try_clone().expect("log file");
+    Command::new(binary("gateway"))
+        .envs(
+            env.iter()
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        )
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("gateway starts")
+}
+
+/// SIGTERM, then up to `wait` for the process to exit (true), else SIGKILL (false).
+async fn terminate(mut child: Child, wait: Duration) -> bool {
+    terminate_in_place(&mut child, wait).await
+}
+
+async fn terminate_in_place(child: &mut Child, wait: Duration) -> bool {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
 }
 
 impl Drop for ExtraGateway {

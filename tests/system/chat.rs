@@ -863,3 +863,36 @@ async fn a_gateway_that_lost_nats_gets_the_missed_messages_for_its_sockets_when_
         assert!(received.contains(id), "{id} never reached the provider");
     }
 }
+
+#[tokio::test]
+async fn the_expiry_worker_keeps_the_planner_statistics_current_as_the_chat_grows() {
+    // Without statistics the workers' prepared statements keep plans made for an empty table (a
+    // sequential scan per receipt). This machine's Postgres runs without autovacuum.
+    let stack = TestStack::with(
+        StackOptions::default()
+            .only(&["lifecycle", "chat", "expiry"])
+            .without_rate_limits(),
+    )
+    .await;
+    let (mut seeker, _provider, session_id, _) = stack.session("seek1", "prov1").await;
+    for number in 0..60 {
+        say(&mut seeker, &session_id, &format!("message {number}")).await;
+    }
+    let mut analysed = 0;
+    for _ in 0..100 {
+        analysed = stack
+            .count(
+                "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'chat_messages'
+                 AND coalesce(last_analyze, last_autoanalyze) IS NOT NULL AND n_mod_since_analyze < 60",
+            )
+            .await;
+        if analysed == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        analysed, 1,
+        "chat_messages was analysed after its rows changed"
+    );
+}

@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         tick: Duration::from_secs_f64(config.distance_tick_secs.max(0.1)),
         min_move_meters: config.distance_min_move_m,
     };
-    let (stop, _) = workers::startup::stop_signal();
-    workers::startup::run_until_stopped(distance::run(nats, pool, distance_config), stop).await
+    let (stop, stopping) = workers::startup::stop_signal();
+    workers::startup::run_until_stopped(distance::run(nats, pool, distance_config, stopping), stop)
+        .await
 }

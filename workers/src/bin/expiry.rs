@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let (nats, pool) = workers::startup::connect("expiry", &config.nats, &config.database).await;
     workers::startup::serve_metrics("expiry", &config.metrics);
     let period = Duration::from_secs(config.expiry_sweep_secs.max(1));
-    let (stop, _) = workers::startup::stop_signal();
-    workers::startup::run_until_stopped(workers::expiry::run(nats, pool, period), stop).await
+    let (stop, stopping) = workers::startup::stop_signal();
+    workers::startup::run_until_stopped(workers::expiry::run(nats, pool, period, stopping), stop)
+        .await
 }

@@ -87,20 +87,23 @@ impl ChatBatch {
         let mut batch = ChatBatch::default();
         let mut session_ids: Vec<Uuid> = Vec::new();
         let mut message_ids: Vec<Uuid> = Vec::new();
-        let mut client_ids: Vec<String> = Vec::new();
+        // (session, sender role, client id) of each chat message that names one, column by column.
+        let mut client_keys: (Vec<Uuid>, Vec<&'static str>, Vec<String>) = Default::default();
         for Frame { inbound, frame } in frames {
             if let Address::Session { session_id, .. } = inbound.address {
                 session_ids.push(session_id);
+                if let ClientFrame::ChatMessage {
+                    client_message_id: Some(serde_json::Value::String(id)),
+                    ..
+                } = frame
+                {
+                    client_keys.0.push(session_id);
+                    client_keys.1.push(inbound.sender.role.as_str());
+                    client_keys.2.push(id.clone());
+                }
             }
             if let Some(message_id) = receipt_message_id(frame) {
                 message_ids.push(message_id);
-            }
-            if let ClientFrame::ChatMessage {
-                client_message_id: Some(serde_json::Value::String(id)),
-                ..
-            } = frame
-            {
-                client_ids.push(id.clone());
             }
         }
         session_ids.sort();
@@ -124,14 +127,22 @@ impl ChatBatch {
                 .map(|target| (target.message_id, target))
                 .collect();
         }
-        if !client_ids.is_empty() && !session_ids.is_empty() {
+        if !client_keys.0.is_empty() {
+            // Whole keys, so each is one probe of the unique index: matching on the session alone
+            // reads every message of the session, and a busy session's batches slow down as its
+            // history grows.
             let rows = sqlx::query_as::<_, StoredWithKey>(
-                "SELECT session_id, sender_type, client_message_id, message_id, seq, created_at
-                 FROM chat_messages
-                 WHERE session_id = ANY($1) AND client_message_id = ANY($2)",
+                "SELECT m.session_id, m.sender_type, m.client_message_id, m.message_id, m.seq,
+                        m.created_at
+                 FROM unnest($1::uuid[], $2::text[], $3::text[])
+                          AS k(session_id, sender_type, client_message_id)
+                 JOIN chat_messages m ON m.session_id = k.session_id
+                      AND m.sender_type = k.sender_type
+                      AND m.client_message_id = k.client_message_id",
             )
-            .bind(&session_ids)
-            .bind(&client_ids)
+            .bind(&client_keys.0)
+            .bind(&client_keys.1)
+            .bind(&client_keys.2)
             .fetch_all(&mut *tx)
             .await?;
             for row in rows {

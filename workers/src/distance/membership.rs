@@ -53,6 +53,12 @@ impl Membership {
         Ok(changed)
     }
 
+    /// Removes the heartbeat so the others take this instance's sessions at their next beat,
+    /// instead of after it expires.
+    pub async fn leave(&self) {
+        let _ = self.store.delete(&self.me).await;
+    }
+
     pub fn owns(&self, session_id: &Uuid) -> bool {
         let score = |member: &String| {
             let mut hasher = DefaultHasher::new();

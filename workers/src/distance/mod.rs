@@ -35,6 +35,7 @@ pub async fn run(
     nats: async_nats::Client,
     pool: PgPool,
     config: DistanceConfig,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut membership = membership::Membership::join(&nats).await?;
     let mut frames = nats
@@ -73,6 +74,11 @@ pub async fn run(
                     Ok(false) => {}
                     Err(error) => tracing::warn!(%error, "membership heartbeat failed"),
                 }
+            }
+            // Positions live in memory and come again every few seconds: nothing to finish.
+            _ = stopping.changed() => {
+                membership.leave().await;
+                return Ok(());
             }
         }
     }

@@ -1,6 +1,9 @@
-//! The expiry worker: every `EXPIRY_SWEEP_SECS`, the instance holding that period's lease deletes
-//! expired chat messages in small batches (short transactions, no long table locks) and prunes the
-//! bookkeeping tables (handled frames and chat cursors older than a day, past any redelivery).
+//! The expiry worker, the database's caretaker: every `EXPIRY_SWEEP_SECS`, the instance holding
+//! that period's lease deletes expired chat messages in small batches (short transactions, no long
+//! table locks); every 10 s, the instance holding that lease refreshes stale planner statistics
+//! (`statistics`).
+
+mod statistics;
 
 use crate::lease::Leases;
 use sqlx::PgPool;
@@ -8,13 +11,40 @@ use std::time::Duration;
 
 const BATCH: i64 = 1000;
 const LEASE: &str = "expiry-sweep";
+const STATISTICS_LEASE: &str = "expiry-statistics";
 
-pub async fn run(nats: async_nats::Client, pool: PgPool, period: Duration) -> anyhow::Result<()> {
+/// Sweeps once per `period` and refreshes statistics every `statistics::CHECK_EVERY` (each when
+/// this instance holds its lease) until `stopping` turns true; work under way is finished first.
+pub async fn run(
+    nats: async_nats::Client,
+    pool: PgPool,
+    period: Duration,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let leases = Leases::open(&nats).await?;
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut statistics_ticks = tokio::time::interval(statistics::CHECK_EVERY);
+    statistics_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = statistics_ticks.tick() => {
+                // Well within the period: the server drops an expired lease a little late.
+                let lease_for = statistics::CHECK_EVERY / 2;
+                match leases.try_acquire(STATISTICS_LEASE, lease_for).await {
+                    Ok(true) => {
+                        if let Err(error) = statistics::refresh(&pool).await {
+                            tracing::warn!(%error, "cannot refresh statistics; the next check retries");
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(%error, "cannot take the statistics lease"),
+                }
+                continue;
+            }
+            _ = stopping.changed() => return Ok(()),
+        }
         match leases
             .try_acquire(LEASE, period.saturating_sub(Duration::from_millis(200)))
             .await

@@ -220,9 +220,18 @@ pub async fn run<H: BatchHandler>(
         committer: shares,
     });
     let mut ownership = ownership::Ownership::join(&nats, kind).await?;
-    let mut running: HashMap<u32, (watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
-        HashMap::new();
-    let mut released = Vec::new();
+    let mut changes = match ownership.changes().await {
+        Ok(changes) => Some(changes),
+        Err(error) => {
+            tracing::warn!(%error, kind, "cannot watch the members; partitions move at heartbeats only");
+            None
+        }
+    };
+    let mut partitions = Partitions {
+        context,
+        running: HashMap::new(),
+        released: Vec::new(),
+    };
     let mut heartbeat = tokio::time::interval(ownership::HEARTBEAT);
     tracing::info!(kind, instance = ownership.me(), "worker runtime running");
     loop {
@@ -238,38 +247,90 @@ pub async fn run<H: BatchHandler>(
                         tracing::warn!(%error, "cannot provision NATS again");
                     }
                 }
-                let owned = ownership.owned();
-                for partition in &owned {
-                    running.entry(*partition).or_insert_with(|| {
-                        let (stop, stopped) = watch::channel(false);
-                        let task = tokio::spawn(partition::run(context.clone(), *partition, stopped));
-                        (stop, task)
-                    });
-                }
-                let lost: Vec<u32> = running.keys().filter(|p| !owned.contains(p)).copied().collect();
-                for partition in lost {
-                    if let Some((stop, task)) = running.remove(&partition) {
-                        tracing::info!(kind, partition, "partition moves to another instance");
-                        let _ = stop.send(true);
-                        released.push(task);
-                    }
-                }
-                released.retain(|task: &tokio::task::JoinHandle<()>| !task.is_finished());
+                partitions.rebalance(ownership.owned());
             }
+            change = next_change(&mut changes) => match change {
+                Some(Ok(change)) if ownership.is_news(&change) => {
+                    if let Err(error) = ownership.refresh().await {
+                        tracing::warn!(%error, kind, "cannot read the members after a change");
+                    }
+                    partitions.rebalance(ownership.owned());
+                }
+                Some(_) => {}
+                None => {
+                    tracing::warn!(kind, "the members watch ended; watching again");
+                    changes = ownership.changes().await.ok();
+                }
+            },
             _ = stopping.changed() => break,
         }
     }
     tracing::info!(kind, "stopping: finishing the batches in hand");
-    for (stop, task) in running.into_values() {
-        let _ = stop.send(true);
-        released.push(task);
-    }
-    for task in released {
-        let _ = task.await;
-    }
+    // Leaving first lets the others start taking the partitions over while the batches in hand
+    // finish (they wait for those to be acked before they pull).
     ownership.leave().await;
+    partitions.stop_all().await;
     committer.abort();
     Ok(())
+}
+
+/// The next change of the members, or never when there is no watch.
+async fn next_change(
+    changes: &mut Option<jetstream::kv::Watch>,
+) -> Option<Result<jetstream::kv::Entry, jetstream::kv::WatcherError>> {
+    use futures::StreamExt;
+    match changes {
+        Some(changes) => changes.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The partition tasks of this instance: those it owns, and those it let go that still finish
+/// their batch in hand.
+struct Partitions<H> {
+    context: Arc<Context<H>>,
+    running: HashMap<u32, (watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    released: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl<H: BatchHandler> Partitions<H> {
+    /// Starts pulling the partitions newly `owned`, stops those no longer owned.
+    fn rebalance(&mut self, owned: std::collections::BTreeSet<u32>) {
+        let kind = self.context.kind;
+        for partition in &owned {
+            self.running.entry(*partition).or_insert_with(|| {
+                let (stop, stopped) = watch::channel(false);
+                let task = tokio::spawn(partition::run(self.context.clone(), *partition, stopped));
+                (stop, task)
+            });
+        }
+        let lost: Vec<u32> = self
+            .running
+            .keys()
+            .filter(|partition| !owned.contains(partition))
+            .copied()
+            .collect();
+        for partition in lost {
+            if let Some((stop, task)) = self.running.remove(&partition) {
+                tracing::info!(kind, partition, "partition moves to another instance");
+                let _ = stop.send(true);
+                self.released.push(task);
+            }
+        }
+        self.released.retain(|task| !task.is_finished());
+    }
+
+    /// Stops every partition and waits for each to finish its batch in hand.
+    async fn stop_all(self) {
+        let mut tasks = self.released;
+        for (stop, task) in self.running.into_values() {
+            let _ = stop.send(true);
+            tasks.push(task);
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 /// The frame's `type`, read without the rest (for the error frame of a frame that fails to parse).

@@ -3,12 +3,16 @@
 //! kind's members back, and owns each partition whose rendezvous score it tops. All instances
 //! compute the same owners from the same list; when one joins or dies only its share moves.
 //!
+//! Members also watch the bucket: a joining instance's first heartbeat and a leaving one's
+//! deleted key reach the others at once, so partitions move within milliseconds of a restart
+//! rather than at the next heartbeat (a crashed instance's key still takes its 3 s to expire).
+//!
 //! Ownership is a load-spreading agreement, not a lock: two instances may briefly both believe
 //! they own a partition. The partition consumer's pinned priority group then lets only one of them
 //! receive frames, and the applied-sequence fence in Postgres (`batch`) makes a stale owner's batch
 //! apply nothing.
 
-use async_nats::jetstream::{self, kv::Store};
+use async_nats::jetstream::{self, kv};
 use futures::TryStreamExt;
 use shared::subjects::PARTITIONS;
 use std::collections::BTreeSet;
@@ -17,7 +21,7 @@ use std::time::Duration;
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 pub struct Ownership {
-    store: Store,
+    store: kv::Store,
     kind: &'static str,
     me: String,
     members: Vec<String>,
@@ -78,6 +82,28 @@ impl Ownership {
         }
         self.members = members;
         Ok(())
+    }
+
+    /// Every change to this kind's heartbeat keys, from now on.
+    pub async fn changes(&self) -> anyhow::Result<kv::Watch> {
+        Ok(self.store.watch(format!("{}.*", self.kind)).await?)
+    }
+
+    /// Whether a change seen by [`Ownership::changes`] alters the members: a member's renewed
+    /// heartbeat does not; a new member or a member leaving does.
+    pub fn is_news(&self, change: &kv::Entry) -> bool {
+        let Some(member) = change
+            .key
+            .strip_prefix(self.kind)
+            .and_then(|rest| rest.strip_prefix('.'))
+        else {
+            return false;
+        };
+        let known = self.members.iter().any(|known| known == member);
+        match change.operation {
+            kv::Operation::Put => !known,
+            kv::Operation::Delete | kv::Operation::Purge => known,
+        }
     }
 
     /// The partitions this instance pulls.

@@ -4,10 +4,11 @@
 //! Why the order holds: the server delivers a consumer's frames in stream order, frames whose ack
 //! lapsed before new ones; the partition's consumer delivers to one pinned puller; and this puller
 //! checks that it sees every delivery (consecutive delivery sequences). When it cannot be sure (a
-//! missed delivery, a lost connection, a take-over, Postgres gone) it stops, waits until every
-//! delivery still outstanding has lapsed (at most the consumer's `ack_wait`), and pulls again, so
-//! the first frame it gets is the oldest one not applied. Frames at or below the partition's
-//! applied sequence are skipped (`batch`), so nothing is applied twice.
+//! missed delivery, a lost connection, a take-over, Postgres gone) it stops, waits for the
+//! deliveries still outstanding to be acked or for their puller to let go (else starts the
+//! consumer over: the stream keeps what is not acked), and pulls again, so the first frame it
+//! gets is the oldest one not applied. Frames at or below the partition's applied sequence are
+//! skipped (`batch`), so nothing is applied twice.
 
 use super::batch::{self, Failure, Part};
 use super::committer::Share;
@@ -58,7 +59,7 @@ pub async fn run<H: BatchHandler>(
     // that comes back was handled here, events included.
     let mut acked_through: u64 = 0;
     loop {
-        if *stop.borrow() || !take_over(&context, &name, &mut stop).await {
+        if *stop.borrow() || !take_over(&context, partition, &name, &mut stop).await {
             break;
         }
         tracing::debug!(kind, partition, "pulling");
@@ -84,30 +85,63 @@ pub async fn run<H: BatchHandler>(
     tracing::debug!(kind, partition, "released");
 }
 
-/// Waits until no delivery of the consumer is outstanding (or all of them have lapsed), then takes
-/// the pin. False when told to stop meanwhile.
-async fn take_over<H>(context: &Context<H>, name: &str, stop: &mut watch::Receiver<bool>) -> bool {
-    let deadline = Instant::now() + ACK_WAIT + Duration::from_secs(1);
+/// Waits until no delivery of the consumer is outstanding, then takes the pin. Deliveries still
+/// outstanding once the previous owner let go of the pin (it unpins after acking its batch in
+/// hand) were on their way to it when it stopped pulling: rather than wait for them to lapse
+/// (`ACK_WAIT`), the consumer is started over, which delivers again every frame not yet acked, in
+/// stream order; the applied-sequence fence skips those the previous owner committed. An owner
+/// that died holding the pin is waited for up to `ACK_WAIT`. False when told to stop meanwhile.
+async fn take_over<H>(
+    context: &Context<H>,
+    partition: u32,
+    name: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let deadline = Instant::now() + ACK_WAIT;
     loop {
-        let quiet = match context.stream.consumer_info(name).await {
-            Ok(info) => info.num_ack_pending == 0,
+        match context.stream.consumer_info(name).await {
+            Ok(info) if info.num_ack_pending == 0 => break,
             // A consumer that is gone (a server restart) has no deliveries outstanding.
-            Err(error) if error.to_string().contains("not found") => true,
+            Err(error) if error.to_string().contains("not found") => break,
+            Ok(info) => {
+                let released = info
+                    .priority_groups
+                    .iter()
+                    .all(|group| group.pinned_client_id.is_none());
+                if released || Instant::now() >= deadline {
+                    tracing::info!(
+                        consumer = name,
+                        outstanding = info.num_ack_pending,
+                        released,
+                        "deliveries of the previous owner still outstanding; starting the consumer over"
+                    );
+                    start_consumer_over(context, partition, name).await;
+                    break;
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, consumer = name, "cannot read consumer state");
-                false
+                if Instant::now() >= deadline {
+                    break;
+                }
             }
-        };
-        if quiet || Instant::now() >= deadline {
-            break;
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
             _ = stop.changed() => return false,
         }
     }
     let _ = context.stream.unpin_consumer(name, OWNER_GROUP).await;
     !*stop.borrow()
+}
+
+/// Deletes and recreates the partition's consumer: the stream keeps every frame until it is
+/// acked (work-queue retention), so the new consumer delivers all that is left, oldest first.
+async fn start_consumer_over<H>(context: &Context<H>, partition: u32, name: &str) {
+    if let Err(error) = context.stream.delete_consumer(name).await {
+        tracing::warn!(%error, consumer = name, "cannot delete the partition consumer");
+    }
+    recreate_consumer(context, partition).await;
 }
 
 async fn recreate_consumer<H>(context: &Context<H>, partition: u32) {

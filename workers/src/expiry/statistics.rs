@@ -1,0 +1,40 @@
+//! Keeps the planner's statistics current. Autovacuum does this on its own where it runs, but it
+//! may be off (it is on this project's CI machine), and then a table is never analysed: the
+//! workers' prepared statements keep the plans chosen while their tables were empty (sequential
+//! scans) while `chat_messages` grows by a thousand rows a second, and every receipt reads the
+//! whole table. The rule is autovacuum's own default (a table whose rows changed by more than 50
+//! plus 10 % since its last analysis), so where autovacuum runs this finds nothing to do.
+//! An `ANALYZE` also invalidates the cached plans that read the table, so they are chosen again.
+
+use sqlx::PgPool;
+use std::time::Duration;
+
+/// How often the tables are checked.
+pub const CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// Analyses every table of the database whose statistics went stale; returns their names.
+pub async fn refresh(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let stale: Vec<(String, String)> = sqlx::query_as(
+        "SELECT schemaname::text, relname::text FROM pg_stat_user_tables
+         WHERE n_mod_since_analyze > 50 + 0.1 * n_live_tup",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut analysed = Vec::with_capacity(stale.len());
+    for (schema, table) in stale {
+        let statement = format!("ANALYZE {}.{}", quote(&schema), quote(&table));
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(pool)
+            .await?;
+        analysed.push(table);
+    }
+    if !analysed.is_empty() {
+        tracing::debug!(tables = ?analysed, "statistics refreshed");
+    }
+    Ok(analysed)
+}
+
+/// An identifier as SQL text (the names come from the catalog, but may hold any character).
+fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
