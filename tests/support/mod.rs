@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod proxy;
+pub mod resilient;
 pub mod stack;
 
 pub use client::Client;

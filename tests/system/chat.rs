@@ -875,7 +875,8 @@ async fn the_expiry_worker_keeps_the_planner_statistics_current_as_the_chat_grow
     )
     .await;
     let (mut seeker, _provider, session_id, _) = stack.session("seek1", "prov1").await;
-    for number in 0..60 {
+    // Analysed once its rows changed by more than 50 plus half its size.
+    for number in 0..150 {
         say(&mut seeker, &session_id, &format!("message {number}")).await;
     }
     let mut analysed = 0;
@@ -883,7 +884,7 @@ async fn the_expiry_worker_keeps_the_planner_statistics_current_as_the_chat_grow
         analysed = stack
             .count(
                 "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'chat_messages'
-                 AND coalesce(last_analyze, last_autoanalyze) IS NOT NULL AND n_mod_since_analyze < 60",
+                 AND coalesce(last_analyze, last_autoanalyze) IS NOT NULL AND n_mod_since_analyze < 100",
             )
             .await;
         if analysed == 1 {

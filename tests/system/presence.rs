@@ -23,13 +23,29 @@ fn is_presence(frame: &Value, role: &str, online: bool, session_id: &str) {
     assert!(frame.get("user_id").is_none(), "roles only");
 }
 
+/// Waits until the lifecycle worker has seen both parties come online (it hears the gateways'
+/// presence facts a moment after the sockets open; a busy machine makes that moment longer).
+async fn both_online(stack: &TestStack, session_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snapshot = stack.snapshot(session_id, "seek1", Role::Seeker).await;
+        let presence = &snapshot.body["presence"];
+        if presence["seeker"] == true && presence["provider"] == true {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both parties online in the snapshot: {presence}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_other_party_hears_a_participant_leave_after_the_grace_and_come_back() {
     let stack = stack("1").await;
     let (mut seeker, provider, session_id, _) = stack.session("seek1", "prov1").await;
-    let snapshot = stack.snapshot(&session_id, "seek1", Role::Seeker).await;
-    assert_eq!(snapshot.body["presence"]["seeker"], true);
-    assert_eq!(snapshot.body["presence"]["provider"], true);
+    both_online(&stack, &session_id).await;
     let left_at = Instant::now();
     provider.close().await;
     let offline = seeker.expect("presence").await;
@@ -55,7 +71,8 @@ async fn the_other_party_hears_a_participant_leave_after_the_grace_and_come_back
 #[tokio::test]
 async fn a_quick_reconnect_within_the_grace_period_sends_no_presence() {
     let stack = stack("3").await;
-    let (mut seeker, provider, _session_id, _) = stack.session("seek1", "prov1").await;
+    let (mut seeker, provider, session_id, _) = stack.session("seek1", "prov1").await;
+    both_online(&stack, &session_id).await;
     provider.close().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut provider = stack.connect("prov1", Role::Provider).await;

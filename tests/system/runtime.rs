@@ -551,3 +551,60 @@ async fn a_worker_serves_its_metrics_at_metrics_addr() {
         "no worker_up in: {seen}"
     );
 }
+
+#[tokio::test]
+async fn a_rolling_restart_of_every_gateway_and_worker_under_chat_load_loses_nothing() {
+    // Two gateways and two instances of every worker kind, each restarted in turn (SIGTERM, wait,
+    // start) while clients that follow the contract chat across them (reconnect, resend without
+    // `message_sent`, `resume`).
+    let mut workers = Vec::new();
+    for kind in system_tests::stack::WORKER_KINDS {
+        workers.extend([kind, kind]);
+    }
+    let mut stack =
+        TestStack::with(StackOptions::default().only(&workers).without_rate_limits()).await;
+    let mut extra = vec![stack.extra_gateway(&stack.nats_address()).await];
+    let gateways = vec![stack.gateway.clone(), extra[0].address.clone()];
+    let pairs = 10;
+    let chat =
+        system_tests::resilient::ResilientChat::start(&stack, gateways, "", pairs, 100).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let steps = stack
+        .rolling_restart(&mut extra, Duration::from_millis(700), || chat.now())
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let outcome = chat.finish(Duration::from_secs(30)).await;
+
+    assert_eq!(
+        steps.len(),
+        12,
+        "2 gateways and 10 worker instances restarted"
+    );
+    for step in &steps {
+        assert!(step.exited, "{} exited on SIGTERM", step.what);
+    }
+    assert!(
+        outcome.reconnects >= pairs as u64 * 2,
+        "every socket was closed by a gateway restart at least once ({} reconnects)",
+        outcome.reconnects
+    );
+    assert!(outcome.sent > 1000, "the load ran: {} sent", outcome.sent);
+    assert_eq!(
+        outcome.lost, 0,
+        "every message sent was shown to the provider"
+    );
+    assert_eq!(
+        outcome.unconfirmed, 0,
+        "every message sent got its message_sent"
+    );
+    assert_eq!(
+        stack.stored_client_messages().await,
+        outcome.sent as i64,
+        "every message stored once"
+    );
+    assert_eq!(
+        stack.stored_out_of_order().await,
+        0,
+        "each sender's messages stored in the order sent"
+    );
+}
