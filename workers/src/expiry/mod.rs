@@ -46,7 +46,9 @@ pub async fn run(
             _ = stopping.changed() => return Ok(()),
         }
         match leases
-            .try_acquire(LEASE, period.saturating_sub(Duration::from_millis(200)))
+            // Half the period: the server drops an expired lease a little late, and a lease of
+            // nearly the period could still be there at the next tick (a sweep skipped).
+            .try_acquire(LEASE, period / 2)
             .await
         {
             Ok(true) => {
