@@ -694,6 +694,19 @@ impl TestStack {
             .await
             .expect("count query")
     }
+
+    /// Reads the count `sql` until it is `wanted` or `within` has passed (work a worker does on
+    /// its own time); returns the last count read.
+    pub async fn count_until(&self, sql: &'static str, wanted: i64, within: Duration) -> i64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let count = self.count(sql).await;
+            if count == wanted || Instant::now() >= deadline {
+                return count;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// The URL of each of `addresses` (comma-separated) with `user`'s credentials, comma-separated.

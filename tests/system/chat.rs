@@ -574,16 +574,13 @@ async fn messages_are_deleted_after_retention() {
         .filter(|message| message["sender_type"] != "system")
         .collect();
     assert_eq!(kept.len(), 1, "history remains after the end");
-    let mut remaining = 1;
-    for _ in 0..40 {
-        remaining = stack
-            .count("SELECT count(*) FROM chat_messages WHERE kind <> 'system'")
-            .await;
-        if remaining == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let remaining = stack
+        .count_until(
+            "SELECT count(*) FROM chat_messages WHERE kind <> 'system'",
+            0,
+            Duration::from_secs(10),
+        )
+        .await;
     assert_eq!(
         remaining, 0,
         "the expiry worker deleted the expired message"
@@ -879,19 +876,14 @@ async fn the_expiry_worker_keeps_the_planner_statistics_current_as_the_chat_grow
     for number in 0..150 {
         say(&mut seeker, &session_id, &format!("message {number}")).await;
     }
-    let mut analysed = 0;
-    for _ in 0..100 {
-        analysed = stack
-            .count(
-                "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'chat_messages'
-                 AND coalesce(last_analyze, last_autoanalyze) IS NOT NULL AND n_mod_since_analyze < 100",
-            )
-            .await;
-        if analysed == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let analysed = stack
+        .count_until(
+            "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'chat_messages'
+             AND coalesce(last_analyze, last_autoanalyze) IS NOT NULL AND n_mod_since_analyze < 100",
+            1,
+            Duration::from_secs(25),
+        )
+        .await;
     assert_eq!(
         analysed, 1,
         "chat_messages was analysed after its rows changed"

@@ -305,14 +305,13 @@ async fn an_open_dispute_keeps_the_chat_writable_after_the_end_and_expiry_waits_
     .await
     .expect_status(200);
     // Resolved: now the retention runs, and the expiry worker deletes the chat.
-    let mut remaining = kept;
-    for _ in 0..50 {
-        remaining = stack.count("SELECT count(*) FROM chat_messages").await;
-        if remaining == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let remaining = stack
+        .count_until(
+            "SELECT count(*) FROM chat_messages",
+            0,
+            Duration::from_secs(10),
+        )
+        .await;
     assert_eq!(remaining, 0, "expired after the resolution");
     seeker
         .send(json!({"type": "chat_message", "session_id": session_id, "message": "late"}))

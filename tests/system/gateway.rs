@@ -551,16 +551,13 @@ async fn a_gateway_stopped_with_sigterm_closes_every_socket_with_1012_after_publ
         *codes.entry(code).or_insert(0) += 1;
     }
     assert_eq!(codes, std::collections::BTreeMap::from([(1012, 1000)]));
-    let mut stored = 0;
-    for _ in 0..100 {
-        stored = stack
-            .count("SELECT count(*) FROM chat_messages WHERE client_message_id = 'c-last'")
-            .await;
-        if stored > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let stored = stack
+        .count_until(
+            "SELECT count(*) FROM chat_messages WHERE client_message_id = 'c-last'",
+            1,
+            Duration::from_secs(5),
+        )
+        .await;
     assert_eq!(
         stored, 1,
         "the frame read before the signal was published and applied"

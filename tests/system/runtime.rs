@@ -582,6 +582,13 @@ async fn a_rolling_restart_of_every_gateway_and_worker_under_chat_load_loses_not
     );
     for step in &steps {
         assert!(step.exited, "{} exited on SIGTERM", step.what);
+        // A process that ignores SIGTERM is stopped only by its 10 s grace.
+        assert!(
+            step.seconds < 5.0,
+            "{} exited promptly on SIGTERM ({:.2} s)",
+            step.what,
+            step.seconds
+        );
     }
     assert!(
         outcome.reconnects >= pairs as u64 * 2,
