@@ -8,6 +8,7 @@ mod docs;
 mod presence;
 mod registry;
 mod rest;
+mod rest_limit;
 mod socket;
 mod socketio;
 mod stats;
@@ -64,6 +65,15 @@ pub struct Config {
     #[arg(long, env = "WS_MAX_SOCKETS_PER_USER", default_value_t = 10)]
     pub ws_max_sockets_per_user: usize,
     /// Folder of the web client served at `/`.
+    /// REST calls a user may make a second, all routes together (bursts of twice that; 0: no
+    /// limit).
+    #[arg(long, env = "GATEWAY_REST_RATE_PER_SEC", default_value_t = 10.0)]
+    pub rest_rate_per_sec: f64,
+    /// Sockets announced again a second after the NATS connection comes back (each makes the
+    /// workers look up what the socket missed): paced, so a gateway of 100,000 sockets does not
+    /// put them all on the workers at once.
+    #[arg(long, env = "GATEWAY_REANNOUNCE_PER_SEC", default_value_t = 2000)]
+    pub reannounce_per_sec: u32,
     #[arg(long, env = "WEB_ROOT", default_value = "web")]
     pub web_root: String,
     /// Web origins whose pages may call the REST API and Socket.IO's long-polling from the browser
@@ -84,6 +94,8 @@ pub struct AppState {
     pub verifier: shared::auth::TokenVerifier,
     pub registry: registry::Registry,
     pub stats: stats::Stats,
+    /// Per-user REST token buckets.
+    pub rest_limit: rest_limit::RestLimit,
     /// Turns true on SIGTERM / Ctrl-C: every socket publishes what it read, closes with 1012.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -112,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
         verifier: shared::auth::TokenVerifier::new(&config.jwt.jwt_secret),
         registry: registry::Registry::new(nats.clone()),
         stats: stats::Stats::new(metrics),
+        rest_limit: rest_limit::RestLimit::new(config.rest_rate_per_sec),
         shutdown: tokio::sync::watch::Sender::new(false),
         nats,
         config: config.clone(),
@@ -203,8 +216,13 @@ async fn announce_after_reconnects(
             sockets = sockets.len(),
             "NATS is back: announcing every socket again"
         );
-        for (identity, conn_id) in sockets {
-            socket::announce(&state, &identity, &conn_id).await;
+        let mut pace = tokio::time::interval(Duration::from_millis(100));
+        let per_tick = (state.config.reannounce_per_sec / 10).max(1) as usize;
+        for chunk in sockets.chunks(per_tick) {
+            pace.tick().await;
+            for (identity, conn_id) in chunk {
+                socket::announce(&state, identity, conn_id).await;
+            }
         }
     }
 }

@@ -21,6 +21,22 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+/// An answer the caller should repeat after `after` (429, 503), with `Retry-After` in whole
+/// seconds.
+fn retry_later(status: StatusCode, message: &str, after: std::time::Duration) -> Response {
+    let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = error(status, message);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// How long a caller told "unavailable" should wait before trying again.
+const RETRY_UNAVAILABLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Authenticates, then sends the request to `subject` and relays the answer.
 async fn forward(
     state: &SharedState,
@@ -36,6 +52,10 @@ async fn forward(
         Err(refusal) => return refusal.into_response(),
     };
     query.remove("token");
+    if let Err(wait) = state.rest_limit.take(&identity.user_id) {
+        state.stats.rest_limited();
+        return retry_later(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded", wait);
+    }
     let body = match body {
         Some(bytes) if !bytes.is_empty() => match serde_json::from_slice(&bytes) {
             Ok(value) => Some(value),
@@ -51,7 +71,14 @@ async fn forward(
     match request_worker(state, &identity, subject, payload).await {
         Ok(answer) => {
             let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            (status, Json(answer.body)).into_response()
+            let mut response = (status, Json(answer.body)).into_response();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+            }
+            response
         }
         Err(refusal) => refusal,
     }
@@ -83,13 +110,17 @@ async fn request_worker(
         Err(failure) => {
             tracing::warn!(subject, error = %failure, "REST forward failed");
             Err(match failure.kind() {
-                async_nats::RequestErrorKind::TimedOut => error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the service did not answer in time",
+                // Workers that cannot serve a call within 5 s are overloaded or gone: the call
+                // is worth repeating, not a gateway fault (contract section 12).
+                async_nats::RequestErrorKind::TimedOut => retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the service did not answer in time, please retry",
+                    RETRY_UNAVAILABLE,
                 ),
-                _ => error(
+                _ => retry_later(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "service unavailable, please retry",
+                    RETRY_UNAVAILABLE,
                 ),
             })
         }

@@ -89,6 +89,11 @@ impl Stats {
         self.frames_out_total.increment(1);
     }
 
+    /// A REST call refused by the caller's rate limit (429).
+    pub fn rest_limited(&self) {
+        metrics::counter!("gateway_rest_limited_total").increment(1);
+    }
+
     pub fn connections(&self) -> i64 {
         self.seekers.load(Ordering::Relaxed)
             + self.providers.load(Ordering::Relaxed)

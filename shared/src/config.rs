@@ -69,6 +69,10 @@ pub struct WorkerConfig {
     /// next batch gathers, and fewer, larger transactions cost Postgres less per message.
     #[arg(long, env = "WORKER_COMMIT_CONCURRENCY", default_value_t = 1)]
     pub worker_commit_concurrency: usize,
+    /// Postgres connections of the frame runtime alone, besides `DATABASE_POOL_SIZE` (REST calls
+    /// and connection notices): those can never take the runtime's.
+    #[arg(long, env = "WORKER_RUNTIME_POOL_SIZE", default_value_t = 4)]
+    pub worker_runtime_pool_size: u32,
     /// The first retry of a failed frame waits this long; each next one twice as long (up to 5 s).
     #[arg(long, env = "WORKER_RETRY_BACKOFF_MS", default_value_t = 100)]
     pub worker_retry_backoff_ms: u64,

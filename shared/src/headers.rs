@@ -16,3 +16,7 @@ pub const CLOSE: &str = "close";
 pub const ERROR: &str = "error";
 /// JetStream's de-duplication header; the gateway sets it to a unique frame id.
 pub const MSG_ID: &str = "Nats-Msg-Id";
+/// On a dead letter: the `INBOUND` subject the frame was stored under (partition included).
+pub const ORIGINAL_SUBJECT: &str = "original-subject";
+/// On a dead letter: the frame's own `Nats-Msg-Id` (the dead letter carries one of its own).
+pub const ORIGINAL_MSG_ID: &str = "original-msg-id";

@@ -256,7 +256,7 @@ struct KvDefinition {
     limit_markers_secs: u64,
     /// Entries older than this disappear (heartbeats); 0 keeps them.
     #[serde(default)]
-    max_age_secs: u64,
+    max_age_ms: u64,
 }
 
 /// Creates or updates the `INBOUND` and `DEAD_LETTER` streams, every partition consumer and the
@@ -312,7 +312,7 @@ pub async fn provision_replicated(client: &Client, wanted: usize) -> anyhow::Res
                 history: bucket.history,
                 storage: bucket.storage,
                 limit_markers: Some(Duration::from_secs(bucket.limit_markers_secs)),
-                max_age: Duration::from_secs(bucket.max_age_secs),
+                max_age: Duration::from_millis(bucket.max_age_ms),
                 ..Default::default()
             })
             .await?;

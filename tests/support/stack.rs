@@ -50,6 +50,7 @@ impl StackOptions {
             .env("WS_RATE_BURST", "1000000")
             .env("WS_RATE_TYPING_PER_SEC", "1000000")
             .env("WS_RATE_LOCATION_PER_SEC", "1000000")
+            .env("GATEWAY_REST_RATE_PER_SEC", "0")
     }
 
     pub fn through_database_proxy(mut self) -> Self {
@@ -286,6 +287,7 @@ impl TestStack {
                 format!("127.0.0.1:{gateway_port}"),
             ),
             (String::from("DATABASE_POOL_SIZE"), String::from("4")),
+            (String::from("WORKER_RUNTIME_POOL_SIZE"), String::from("3")),
             (String::from("RUST_LOG"), String::from("info")),
             (
                 String::from("WEB_ROOT"),

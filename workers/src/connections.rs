@@ -31,8 +31,13 @@ impl Connected {
     }
 }
 
-/// Answers every notice with `answer` in queue group `queue`, one task per notice. Core NATS: a
-/// lost notice is made good by the next connection.
+/// Notices answered at once by one process; the rest wait in the subscription. After a NATS
+/// restart every gateway announces all its sockets again: tens of thousands at once, answered
+/// at this pace on the process's REST pool, never on the frame runtime's connections.
+const IN_FLIGHT: usize = 16;
+
+/// Answers every notice with `answer` in queue group `queue`, at most `IN_FLIGHT` at a time. Core
+/// NATS: a lost notice is made good by the next connection.
 pub async fn serve<F, Answer>(
     nats: async_nats::Client,
     queue: &str,
@@ -45,9 +50,17 @@ where
     let mut notices = nats
         .queue_subscribe(USERS_CONNECTED, queue.to_owned())
         .await?;
+    let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     while let Some(notice) = notices.next().await {
         if let Some(connected) = Connected::from_headers(notice.headers.as_ref()) {
-            tokio::spawn(answer.clone()(connected));
+            let Ok(turn) = turns.clone().acquire_owned().await else {
+                break;
+            };
+            let answered = answer.clone()(connected);
+            tokio::spawn(async move {
+                answered.await;
+                drop(turn);
+            });
         }
     }
     Ok(())

@@ -5,7 +5,6 @@
 
 use async_nats::jetstream::{self, kv::Store};
 use futures::TryStreamExt;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -60,12 +59,47 @@ impl Membership {
     }
 
     pub fn owns(&self, session_id: &Uuid) -> bool {
-        let score = |member: &String| {
-            let mut hasher = DefaultHasher::new();
-            member.hash(&mut hasher);
-            session_id.hash(&mut hasher);
-            hasher.finish()
-        };
-        self.members.iter().max_by_key(|member| score(member)) == Some(&self.me)
+        owner(&self.members, session_id) == Some(self.me.as_str())
+    }
+}
+
+/// Rendezvous hashing with a hash every build agrees on (FNV-1a finished with a
+/// multiply-xorshift): during a rolling upgrade, old and new binaries pick the same owner, so a
+/// session is never ticked twice or not at all. (`DefaultHasher` may change between toolchains.)
+fn owner<'a>(members: &'a [String], session_id: &Uuid) -> Option<&'a str> {
+    let score = |member: &str| {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in member.bytes().chain(session_id.as_bytes().iter().copied()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        hash ^ (hash >> 33)
+    };
+    members
+        .iter()
+        .map(String::as_str)
+        .max_by_key(|member| score(member))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_of_a_session_is_the_same_in_every_build() {
+        // Fixed inputs, fixed answer: a hash that changed between builds would fail here.
+        let members: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let session = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let first = owner(&members, &session).map(str::to_owned);
+        assert!(first.is_some());
+        let mut others = members.clone();
+        others.reverse();
+        assert_eq!(owner(&others, &session).map(str::to_owned), first);
+        let spread: std::collections::HashSet<&str> = (0..64u128)
+            .filter_map(|n| owner(&members, &Uuid::from_u128(n * 7919)))
+            .collect();
+        assert_eq!(spread.len(), 3, "every member owns some sessions");
     }
 }

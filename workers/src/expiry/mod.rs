@@ -66,8 +66,11 @@ pub async fn run(
 pub async fn sweep(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let deleted = delete_in_batches(
         pool,
+        // The outer condition is checked again on the row as it stands when it is deleted: a
+        // dispute opened meanwhile clears `expires_at` (keeps the messages), and that wins.
         "DELETE FROM chat_messages WHERE message_id IN (
-             SELECT message_id FROM chat_messages WHERE expires_at <= now() LIMIT $1)",
+             SELECT message_id FROM chat_messages WHERE expires_at <= now() LIMIT $1)
+           AND expires_at <= now()",
     )
     .await?;
     if deleted > 0 {

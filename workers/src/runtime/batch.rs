@@ -6,49 +6,87 @@
 use super::{BatchHandler, Frame, FrameError};
 use crate::outbox::{Delivery, Outbox};
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
 
 /// How a failed batch failed.
 #[derive(Debug)]
 pub enum Failure {
-    /// Postgres is unreachable or refusing connections: stop pulling until it answers.
-    Unavailable(String),
+    /// The database cannot take writes now (unreachable, read-only, full, out of memory, timing
+    /// out, no connection to spare): stop pulling until a probe says it can. Nothing is counted
+    /// against the frames.
+    Unavailable(Pause),
+    /// `INBOUND` is not the stream the partition's cursor counts in (it was made again): start
+    /// the pull over, which adopts the new stream.
+    StreamChanged,
     /// A frame's text (or another value) is one Postgres will never store: refuse it.
     Content(String),
     /// Anything else (a constraint, a deadlock, a bug): retry with backoff, then dead-letter.
     Failed(String),
 }
 
+/// Why the database is taken to be unavailable: `cause` labels the pause metric.
+#[derive(Debug)]
+pub struct Pause {
+    pub cause: &'static str,
+    pub detail: String,
+}
+
+/// The batch ran against a cursor of another `INBOUND` than the one it was pulled from.
+#[derive(Debug, thiserror::Error)]
+#[error("INBOUND was made again: the partition's cursor counts in another stream")]
+pub struct StreamChanged;
+
 impl Failure {
     pub fn of(error: &FrameError) -> Failure {
         match error {
             FrameError::Database(error) => classify(error),
+            FrameError::Retry(error) if error.is::<StreamChanged>() => Failure::StreamChanged,
             FrameError::Retry(error) => Failure::Failed(format!("{error:#}")),
             FrameError::Refused { error, .. } => Failure::Content(error.clone()),
         }
     }
 }
 
+fn unavailable(cause: &'static str, error: &sqlx::Error) -> Failure {
+    Failure::Unavailable(Pause {
+        cause,
+        detail: error.to_string(),
+    })
+}
+
+/// Tells a failure of the infrastructure (pause, never dead-letter) from one of the frame.
 fn classify(error: &sqlx::Error) -> Failure {
-    let text = error.to_string();
     match error {
+        sqlx::Error::PoolTimedOut => unavailable("pool_exhausted", error),
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => Failure::Unavailable(text),
-        sqlx::Error::Database(database) => match database.code().as_deref() {
-            // connection exceptions, shutting down, cannot connect now, too many connections
-            Some(code) if code.starts_with("08") || code.starts_with("57P") || code == "53300" => {
-                Failure::Unavailable(text)
+        | sqlx::Error::Protocol(_) => unavailable("connection", error),
+        sqlx::Error::Database(database) => match database.code().as_deref().unwrap_or("") {
+            // connection exceptions; idle-in-transaction or idle session timeouts
+            code if code.starts_with("08") || code == "25P03" || code == "57P05" => {
+                unavailable("connection", error)
             }
+            // shutting down, crash recovery, cannot connect now, database dropped
+            code if code.starts_with("57P") => unavailable("shutting_down", error),
+            // a read-only transaction: a standby, or a primary made read-only after a failover
+            "25006" => unavailable("read_only", error),
+            // statement timeout or cancel; lock timeout
+            "57014" | "55P03" => unavailable("timeout", error),
+            // disk full, out of memory, too many connections, a configuration limit
+            "53100" => unavailable("disk_full", error),
+            "53200" => unavailable("out_of_memory", error),
+            "53300" | "53400" => unavailable("too_many_connections", error),
+            // system errors: I/O on the server
+            code if code.starts_with("58") => unavailable("server_io", error),
             // data exceptions: a value Postgres refuses (U+0000 in text, out-of-range numbers)
-            Some(code) if code.starts_with("22") => Failure::Content(text),
-            _ => Failure::Failed(text),
+            code if code.starts_with("22") => Failure::Content(error.to_string()),
+            _ => Failure::Failed(error.to_string()),
         },
-        _ => Failure::Failed(text),
+        _ => Failure::Failed(error.to_string()),
     }
 }
 
@@ -65,19 +103,57 @@ pub async fn create_cursors(pool: &PgPool, kind: &str) -> Result<(), sqlx::Error
     Ok(())
 }
 
+/// Locks the partition's cursor; its applied sequence, or `StreamChanged` when it counts in
+/// another stream than `epoch`.
 async fn lock_cursor(
     tx: &mut PgConnection,
     kind: &str,
     partition: u32,
-) -> Result<u64, sqlx::Error> {
-    let applied: i64 = sqlx::query_scalar(
-        "SELECT applied_seq FROM partition_cursors WHERE kind = $1 AND partition = $2 FOR UPDATE",
+    epoch: i64,
+) -> Result<u64, FrameError> {
+    let (applied, stored_epoch): (i64, i64) = sqlx::query_as(
+        "SELECT applied_seq, stream_epoch FROM partition_cursors
+         WHERE kind = $1 AND partition = $2 FOR UPDATE",
     )
     .bind(kind)
     .bind(partition as i32)
     .fetch_one(&mut *tx)
     .await?;
+    if stored_epoch != epoch {
+        return Err(FrameError::Retry(StreamChanged.into()));
+    }
     Ok(applied.max(0) as u64)
+}
+
+/// Makes the partition's cursor count in the `INBOUND` stream created at `epoch` (unix
+/// nanoseconds). A cursor of an older stream is reset to the start (the new stream's sequences
+/// start at 1 again) and forgets its stored events (they were for frames of the old stream); one
+/// of no known stream (made before streams were told apart) is taken to be of this one, as it
+/// was. A newer epoch already stored is left alone: this instance read the stream before it was
+/// made again, and its batches will fail the fence. True when the cursor was reset.
+pub async fn adopt_stream(
+    pool: &PgPool,
+    kind: &str,
+    partition: u32,
+    epoch: i64,
+) -> Result<bool, sqlx::Error> {
+    let reset: Option<bool> = sqlx::query_scalar(
+        "UPDATE partition_cursors c
+         SET applied_seq = CASE WHEN old.stream_epoch = 0 THEN c.applied_seq ELSE 0 END,
+             last_from_seq = CASE WHEN old.stream_epoch = 0 THEN c.last_from_seq ELSE 0 END,
+             last_events = CASE WHEN old.stream_epoch = 0 THEN c.last_events ELSE '[]' END,
+             stream_epoch = $3, updated_at = now()
+         FROM (SELECT kind, partition, stream_epoch FROM partition_cursors
+               WHERE kind = $1 AND partition = $2 FOR UPDATE) old
+         WHERE c.kind = old.kind AND c.partition = old.partition AND old.stream_epoch < $3
+         RETURNING old.stream_epoch <> 0",
+    )
+    .bind(kind)
+    .bind(partition as i32)
+    .bind(epoch)
+    .fetch_optional(pool)
+    .await?;
+    Ok(reset.unwrap_or(false))
 }
 
 /// One partition's share of a transaction: its frames in stream order, the stream sequences they
@@ -93,6 +169,9 @@ pub struct Part {
     /// else moved it since. Then the cursor is not read and locked up front (one round trip
     /// less); the final update checks the belief instead, and a wrong one rolls the batch back.
     pub expected_applied: Option<u64>,
+    /// The `INBOUND` stream the frames were pulled from (its creation time): the cursor must
+    /// count in the same one.
+    pub stream_epoch: i64,
 }
 
 /// A delivery as `partition_cursors.last_events` keeps it.
@@ -150,7 +229,34 @@ pub async fn apply<H: BatchHandler>(
     kind: &str,
     parts: Vec<Part>,
 ) -> Result<Vec<Option<Vec<Delivery>>>, FrameError> {
-    let mut tx = pool.begin().await?;
+    let mut connection = pool.acquire().await?;
+    let result = apply_on(&mut connection, handler, kind, parts).await;
+    close_if_unavailable(&mut connection, &result);
+    result
+}
+
+/// A connection that failed for the infrastructure is not given back to the pool: a session
+/// opened while the database was read-only (or on a demoted primary, after a failover) stays
+/// read-only when the database is writable again; only a new connection sees the change.
+pub fn close_if_unavailable<T>(
+    connection: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+    result: &Result<T, FrameError>,
+) {
+    if let Err(FrameError::Database(error)) = result
+        && matches!(classify(error), Failure::Unavailable(_))
+    {
+        connection.close_on_drop();
+    }
+}
+
+async fn apply_on<H: BatchHandler>(
+    connection: &mut PgConnection,
+    handler: &H,
+    kind: &str,
+    parts: Vec<Part>,
+) -> Result<Vec<Option<Vec<Delivery>>>, FrameError> {
+    use sqlx::Connection;
+    let mut tx = connection.begin().await?;
     // When every part follows on from what its puller committed last, no frame of it can be a
     // redelivery: the cursors need no reading (the final update checks them).
     let believed: Option<HashMap<i32, (i64, i64)>> = parts
@@ -165,17 +271,28 @@ pub async fn apply<H: BatchHandler>(
         Some(cursors) => cursors,
         None => {
             let partitions: Vec<i32> = parts.iter().map(|part| part.partition as i32).collect();
-            sqlx::query_as::<_, (i32, i64, i64)>(
-                "SELECT partition, applied_seq, last_from_seq FROM partition_cursors
+            let rows = sqlx::query_as::<_, (i32, i64, i64, i64)>(
+                "SELECT partition, applied_seq, last_from_seq, stream_epoch FROM partition_cursors
                  WHERE kind = $1 AND partition = ANY($2) ORDER BY partition FOR UPDATE",
             )
             .bind(kind)
             .bind(&partitions)
             .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|(partition, applied, from)| (partition, (applied, from)))
-            .collect()
+            .await?;
+            let epochs: HashMap<i32, i64> = parts
+                .iter()
+                .map(|part| (part.partition as i32, part.stream_epoch))
+                .collect();
+            if rows
+                .iter()
+                .any(|(partition, _, _, epoch)| epochs.get(partition) != Some(epoch))
+            {
+                tx.rollback().await?;
+                return Err(FrameError::Retry(StreamChanged.into()));
+            }
+            rows.into_iter()
+                .map(|(partition, applied, from, _)| (partition, (applied, from)))
+                .collect()
         }
     };
     let mut results: Vec<Option<Vec<Delivery>>> = Vec::with_capacity(parts.len());
@@ -184,6 +301,7 @@ pub async fn apply<H: BatchHandler>(
     let mut fresh = Vec::new();
     let mut replaying = Vec::new();
     let (mut advancing, mut advanced_to, mut advanced_from) = (Vec::new(), Vec::new(), Vec::new());
+    let mut advanced_epoch = Vec::new();
     for part in parts {
         let (applied, last_from) = cursors
             .get(&(part.partition as i32))
@@ -209,6 +327,7 @@ pub async fn apply<H: BatchHandler>(
         advancing.push(part.partition as i32);
         advanced_to.push(part.last_seq as i64);
         advanced_from.push(applied as i64 + 1);
+        advanced_epoch.push(part.stream_epoch);
     }
     if advancing.is_empty() && replaying.is_empty() {
         tx.rollback().await?;
@@ -275,19 +394,23 @@ pub async fn apply<H: BatchHandler>(
             })
             .collect();
         // The fence: each cursor must still be where this batch started from (locked above, or
-        // believed by the puller); a cursor that moved means another owner applied these frames.
+        // believed by the puller), in the stream the frames came from; a cursor that moved means
+        // another owner applied these frames, one of another stream that INBOUND was made again.
         let moved = sqlx::query(
             "UPDATE partition_cursors
              SET applied_seq = v.seq, last_from_seq = v.from_seq, last_events = v.events, updated_at = now()
-             FROM unnest($2::int[], $3::bigint[], $4::bigint[], $5::text[]) AS v(partition, seq, from_seq, events)
+             FROM unnest($2::int[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[])
+                  AS v(partition, seq, from_seq, events, epoch)
              WHERE kind = $1 AND partition_cursors.partition = v.partition
-               AND partition_cursors.applied_seq = v.from_seq - 1",
+               AND partition_cursors.applied_seq = v.from_seq - 1
+               AND partition_cursors.stream_epoch = v.epoch",
         )
         .bind(kind)
         .bind(&advancing)
         .bind(&advanced_to)
         .bind(&advanced_from)
         .bind(&stored)
+        .bind(&advanced_epoch)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -314,9 +437,24 @@ pub async fn skip(
     kind: &str,
     partition: u32,
     seq: u64,
-) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    if lock_cursor(&mut tx, kind, partition).await? >= seq {
+    epoch: i64,
+) -> Result<bool, FrameError> {
+    let mut connection = pool.acquire().await?;
+    let result = skip_on(&mut connection, kind, partition, seq, epoch).await;
+    close_if_unavailable(&mut connection, &result);
+    result
+}
+
+async fn skip_on(
+    connection: &mut PgConnection,
+    kind: &str,
+    partition: u32,
+    seq: u64,
+    epoch: i64,
+) -> Result<bool, FrameError> {
+    use sqlx::Connection;
+    let mut tx = connection.begin().await?;
+    if lock_cursor(&mut tx, kind, partition, epoch).await? >= seq {
         tx.rollback().await?;
         return Ok(false);
     }
@@ -335,10 +473,42 @@ pub async fn skip(
     Ok(true)
 }
 
-/// Whether Postgres answers.
-pub async fn database_answers(pool: &PgPool) -> bool {
-    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+/// Whether the database would take a batch now, asked on a connection of its own: the pool's
+/// may all be busy (an exhausted pool is no proof of an outage) or broken. It must answer within
+/// `PROBE_TIMEOUT` and take writes (not a standby, not read-only).
+pub async fn probe(options: &PgConnectOptions) -> Result<(), Pause> {
+    use sqlx::Connection;
+    let asked = async {
+        let mut connection = PgConnection::connect_with(options).await?;
+        let read_only: bool = sqlx::query_scalar(
+            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+        )
+        .fetch_one(&mut connection)
+        .await?;
+        let _ = connection.close().await;
+        Ok::<bool, sqlx::Error>(read_only)
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, asked).await {
+        Ok(Ok(false)) => Ok(()),
+        Ok(Ok(true)) => Err(Pause {
+            cause: "read_only",
+            detail: String::from("the database takes no writes (read-only or a standby)"),
+        }),
+        Ok(Err(error)) => match classify(&error) {
+            Failure::Unavailable(pause) => Err(pause),
+            _ => Err(Pause {
+                cause: "connection",
+                detail: error.to_string(),
+            }),
+        },
+        Err(_) => Err(Pause {
+            cause: "timeout",
+            detail: format!("no answer within {PROBE_TIMEOUT:?}"),
+        }),
+    }
 }
+
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[cfg(test)]
 mod tests {
@@ -398,6 +568,7 @@ mod tests {
             last_seq: *seqs.end(),
             early: Vec::new(),
             expected_applied: expected,
+            stream_epoch: 0,
         }
     }
 
@@ -466,6 +637,8 @@ mod tests {
     fn an_unreachable_database_pauses_and_other_failures_retry() {
         let unavailable = FrameError::Database(sqlx::Error::PoolTimedOut);
         assert!(matches!(Failure::of(&unavailable), Failure::Unavailable(_)));
+        let changed = FrameError::Retry(StreamChanged.into());
+        assert!(matches!(Failure::of(&changed), Failure::StreamChanged));
         let io = FrameError::Database(sqlx::Error::Io(std::io::Error::from(
             std::io::ErrorKind::ConnectionRefused,
         )));

@@ -25,6 +25,7 @@
 mod batch;
 mod committer;
 mod dead_letter;
+mod fault;
 mod ownership;
 mod partition;
 
@@ -36,6 +37,7 @@ use shared::config::WorkerConfig;
 use shared::frames::ClientFrame;
 use shared::headers;
 use shared::subjects::Address;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -177,15 +179,22 @@ struct Context<H> {
     nats: async_nats::Client,
     jetstream: jetstream::Context,
     stream: jetstream::stream::Stream,
+    /// The runtime's own connections: no REST call or connection notice can take them.
     pool: PgPool,
+    /// How to open a connection of its own (the probe that confirms a pause).
+    database: PgConnectOptions,
     handler: Arc<H>,
     config: WorkerConfig,
     /// Where partitions hand their ready frames for a shared transaction.
     committer: mpsc::Sender<committer::Share>,
+    /// The kind's live instances, as last read (a take-over waits only for a live predecessor).
+    members: watch::Receiver<Vec<String>>,
 }
 
 /// Runs worker kind `kind` until `stopping` turns true: keeps this instance's heartbeat, pulls the
-/// partitions it owns, and on stop lets each finish the batch in hand before returning.
+/// partitions it owns, and on stop lets each finish the batch in hand before returning. `pool`
+/// only says where the database is: the runtime opens `WORKER_RUNTIME_POOL_SIZE` connections of
+/// its own, so the process's REST calls and notices can never starve frame processing.
 pub async fn run<H: BatchHandler>(
     nats: async_nats::Client,
     pool: PgPool,
@@ -199,6 +208,12 @@ pub async fn run<H: BatchHandler>(
         .get_stream(shared::subjects::INBOUND_STREAM)
         .await
         .map_err(|error| anyhow::anyhow!("stream INBOUND: {error}"))?;
+    let database = (*pool.connect_options()).clone();
+    let pool = PgPoolOptions::new()
+        .max_connections(config.worker_runtime_pool_size.max(1))
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .connect_lazy_with(database.clone());
     batch::create_cursors(&pool, kind).await?;
     let (shares, waiting) = mpsc::channel(shared::subjects::PARTITIONS as usize);
     let committer = tokio::spawn(committer::run(
@@ -209,17 +224,20 @@ pub async fn run<H: BatchHandler>(
         config.worker_commit_concurrency,
         waiting,
     ));
+    let mut ownership = ownership::Ownership::join(&nats, kind).await?;
+    let (members_now, members) = watch::channel(ownership.members().to_vec());
     let context = Arc::new(Context {
         kind,
         nats: nats.clone(),
         jetstream,
         stream,
         pool,
+        database,
         handler,
         config,
         committer: shares,
+        members,
     });
-    let mut ownership = ownership::Ownership::join(&nats, kind).await?;
     let mut changes = match ownership.changes().await {
         Ok(changes) => Some(changes),
         Err(error) => {
@@ -233,11 +251,19 @@ pub async fn run<H: BatchHandler>(
         released: Vec::new(),
     };
     let mut heartbeat = tokio::time::interval(ownership::HEARTBEAT);
+    let mut beats: u32 = 0;
     tracing::info!(kind, instance = ownership.me(), "worker runtime running");
     loop {
         tokio::select! {
             _ = heartbeat.tick() => {
-                if let Err(error) = ownership.refresh().await {
+                // The members are re-read every few beats (the watch brings changes at once).
+                beats = beats.wrapping_add(1);
+                let beat = if beats.is_multiple_of(ownership::READ_MEMBERS_EVERY) {
+                    ownership.refresh().await
+                } else {
+                    ownership.beat().await
+                };
+                if let Err(error) = beat {
                     tracing::warn!(%error, kind, "heartbeat failed; keeping the partitions held");
                     // A restarted nats-server has lost what lives in its memory (the heartbeat
                     // bucket, the consumers' state): define it again, as at start.
@@ -247,14 +273,16 @@ pub async fn run<H: BatchHandler>(
                         tracing::warn!(%error, "cannot provision NATS again");
                     }
                 }
-                partitions.rebalance(ownership.owned());
+                members_now.send_if_modified(|known| ownership.update(known));
+                partitions.rebalance(&ownership);
             }
             change = next_change(&mut changes) => match change {
                 Some(Ok(change)) if ownership.is_news(&change) => {
                     if let Err(error) = ownership.refresh().await {
                         tracing::warn!(%error, kind, "cannot read the members after a change");
                     }
-                    partitions.rebalance(ownership.owned());
+                    members_now.send_if_modified(|known| ownership.update(known));
+                    partitions.rebalance(&ownership);
                 }
                 Some(_) => {}
                 None => {
@@ -267,7 +295,7 @@ pub async fn run<H: BatchHandler>(
     }
     tracing::info!(kind, "stopping: finishing the batches in hand");
     // Leaving first lets the others start taking the partitions over while the batches in hand
-    // finish (they wait for those to be acked before they pull).
+    // finish (they wait for a live predecessor's batch to be acked before they pull).
     ownership.leave().await;
     partitions.stop_all().await;
     committer.abort();
@@ -294,13 +322,40 @@ struct Partitions<H> {
 }
 
 impl<H: BatchHandler> Partitions<H> {
-    /// Starts pulling the partitions newly `owned`, stops those no longer owned.
-    fn rebalance(&mut self, owned: std::collections::BTreeSet<u32>) {
+    /// Starts pulling the partitions newly owned, stops those no longer owned, and starts again
+    /// any whose task ended on its own (a panic): a partition is never left unserved.
+    fn rebalance(&mut self, ownership: &ownership::Ownership) {
         let kind = self.context.kind;
+        let owned = ownership.owned();
         for partition in &owned {
+            let ended = self
+                .running
+                .get(partition)
+                .is_some_and(|(_, task)| task.is_finished());
+            if ended {
+                tracing::error!(
+                    kind,
+                    partition,
+                    "the partition's task ended on its own; starting it again"
+                );
+                metrics::counter!("worker_partition_task_restarts_total", "kind" => kind)
+                    .increment(1);
+                self.running.remove(partition);
+            }
             self.running.entry(*partition).or_insert_with(|| {
                 let (stop, stopped) = watch::channel(false);
-                let task = tokio::spawn(partition::run(self.context.clone(), *partition, stopped));
+                // Restarted after a panic, this instance was the previous owner itself.
+                let previous = if ended {
+                    None
+                } else {
+                    ownership.previous_owner(*partition)
+                };
+                let task = tokio::spawn(partition::run(
+                    self.context.clone(),
+                    *partition,
+                    previous,
+                    stopped,
+                ));
                 (stop, task)
             });
         }

@@ -1,11 +1,12 @@
 //! Which instance of a worker kind pulls which partition: every instance writes a heartbeat key
-//! `<kind>.<instance>` into the `worker_members` KV bucket (entries expire after 3 s), reads its
+//! `<kind>.<instance>` into the `worker_members` KV bucket (every 250 ms; entries expire after
+//! 1 s, so a crashed instance's partitions move within about a second), reads its
 //! kind's members back, and owns each partition whose rendezvous score it tops. All instances
 //! compute the same owners from the same list; when one joins or dies only its share moves.
 //!
 //! Members also watch the bucket: a joining instance's first heartbeat and a leaving one's
 //! deleted key reach the others at once, so partitions move within milliseconds of a restart
-//! rather than at the next heartbeat (a crashed instance's key still takes its 3 s to expire).
+//! rather than at the next heartbeat (a crashed instance's key still takes its second to expire).
 //!
 //! Ownership is a load-spreading agreement, not a lock: two instances may briefly both believe
 //! they own a partition. The partition consumer's pinned priority group then lets only one of them
@@ -18,13 +19,17 @@ use shared::subjects::PARTITIONS;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
+pub const HEARTBEAT: Duration = Duration::from_millis(250);
+/// The members are listed again every this many heartbeats (the watch brings changes at once).
+pub const READ_MEMBERS_EVERY: u32 = 4;
 
 pub struct Ownership {
     store: kv::Store,
     kind: &'static str,
     me: String,
     members: Vec<String>,
+    /// The members before the last change: who owned a partition this instance now takes.
+    members_before: Vec<String>,
 }
 
 impl Ownership {
@@ -39,6 +44,7 @@ impl Ownership {
             kind,
             me: uuid::Uuid::new_v4().simple().to_string(),
             members: Vec::new(),
+            members_before: Vec::new(),
         };
         if let Err(error) = ownership.refresh().await {
             tracing::warn!(%error, "first heartbeat failed");
@@ -55,9 +61,29 @@ impl Ownership {
         format!("{}.{}", self.kind, self.me)
     }
 
+    /// The kind's members as last read.
+    pub fn members(&self) -> &[String] {
+        &self.members
+    }
+
+    /// Copies the members into `known` when they differ; true then.
+    pub fn update(&self, known: &mut Vec<String>) -> bool {
+        if *known == self.members {
+            return false;
+        }
+        known.clone_from(&self.members);
+        true
+    }
+
+    /// Renews this instance's heartbeat.
+    pub async fn beat(&self) -> anyhow::Result<()> {
+        self.store.put(self.key(), bytes::Bytes::new()).await?;
+        Ok(())
+    }
+
     /// Renews this instance's heartbeat and re-reads its kind's members.
     pub async fn refresh(&mut self) -> anyhow::Result<()> {
-        self.store.put(self.key(), bytes::Bytes::new()).await?;
+        self.beat().await?;
         let prefix = format!("{}.", self.kind);
         let mut members: Vec<String> = self
             .store
@@ -79,8 +105,8 @@ impl Ownership {
                 members = members.len(),
                 "worker instances changed"
             );
+            self.members_before = std::mem::replace(&mut self.members, members);
         }
-        self.members = members;
         Ok(())
     }
 
@@ -111,6 +137,26 @@ impl Ownership {
         (0..PARTITIONS)
             .filter(|partition| owner(&self.members, *partition) == Some(self.me.as_str()))
             .collect()
+    }
+
+    /// Who pulled `partition` before this instance took it, if another instance: its owner among
+    /// the members before the last change, or, on joining, among the others.
+    pub fn previous_owner(&self, partition: u32) -> Option<String> {
+        let others: Vec<String>;
+        let before = if self.members_before.iter().any(|member| *member != self.me) {
+            &self.members_before
+        } else {
+            others = self
+                .members
+                .iter()
+                .filter(|member| **member != self.me)
+                .cloned()
+                .collect();
+            &others
+        };
+        owner(before, partition)
+            .filter(|owner| *owner != self.me)
+            .map(str::to_owned)
     }
 
     /// Removes the heartbeat so the others take this instance's partitions at once.

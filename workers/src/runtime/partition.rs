@@ -10,7 +10,7 @@
 //! gets is the oldest one not applied. Frames at or below the partition's applied sequence are
 //! skipped (`batch`), so nothing is applied twice.
 
-use super::batch::{self, Failure, Part};
+use super::batch::{self, Failure, Part, Pause};
 use super::committer::Share;
 use super::{
     BatchHandler, Context, Frame, FrameError, Inbound, Sender, backoff, dead_letter, type_of,
@@ -22,6 +22,7 @@ use shared::frames::{ClientFrame, Event};
 use shared::headers;
 use shared::nats::{ACK_WAIT, OWNER_GROUP, consumer_name};
 use shared::subjects::Address;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
@@ -44,26 +45,42 @@ enum Outcome {
     Stopped,
     /// Deliveries may have been missed: start over.
     Disrupted(String),
-    /// Postgres does not answer: wait for it, then start over.
-    DatabaseDown(String),
+    /// The database cannot take writes: wait until a probe says it can, then start over.
+    DatabaseDown(Pause),
 }
 
+/// Pulls the partition until told to stop. `previous_owner` is the instance that pulled it before
+/// this one took it (if known): while that one is alive its batch in hand is waited for.
 pub async fn run<H: BatchHandler>(
     context: Arc<Context<H>>,
     partition: u32,
+    previous_owner: Option<String>,
     mut stop: watch::Receiver<bool>,
 ) {
     let name = consumer_name(context.kind, partition);
     let kind = context.kind;
     // The highest frame this task applied and acked, kept across pulls: a copy of one of those
-    // that comes back was handled here, events included.
+    // that comes back was handled here, events included. It counts in one stream (`epoch`).
     let mut acked_through: u64 = 0;
+    let mut epoch: i64 = 0;
+    let mut previous_owner = previous_owner;
     loop {
-        if *stop.borrow() || !take_over(&context, partition, &name, &mut stop).await {
+        if *stop.borrow()
+            || !take_over(&context, partition, &name, previous_owner.take(), &mut stop).await
+        {
             break;
         }
         tracing::debug!(kind, partition, "pulling");
-        match pull(&context, partition, &name, &mut stop, &mut acked_through).await {
+        match pull(
+            &context,
+            partition,
+            &name,
+            &mut stop,
+            &mut acked_through,
+            &mut epoch,
+        )
+        .await
+        {
             Outcome::Stopped => break,
             Outcome::Disrupted(reason) => {
                 tracing::warn!(kind, partition, %reason, "partition pull disrupted; starting over");
@@ -71,12 +88,10 @@ pub async fn run<H: BatchHandler>(
                 // Never a tight loop against a server that keeps refusing.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Outcome::DatabaseDown(reason) => {
-                tracing::error!(kind, partition, %reason, "Postgres unavailable; pausing this partition until it answers");
-                if !wait_for_database(&context, &mut stop).await {
+            Outcome::DatabaseDown(pause) => {
+                if !wait_for_database(&context, partition, pause, &mut stop).await {
                     break;
                 }
-                tracing::info!(kind, partition, "Postgres answers again; resuming");
             }
         }
     }
@@ -86,15 +101,18 @@ pub async fn run<H: BatchHandler>(
 }
 
 /// Waits until no delivery of the consumer is outstanding, then takes the pin. Deliveries still
-/// outstanding once the previous owner let go of the pin (it unpins after acking its batch in
-/// hand) were on their way to it when it stopped pulling: rather than wait for them to lapse
-/// (`ACK_WAIT`), the consumer is started over, which delivers again every frame not yet acked, in
-/// stream order; the applied-sequence fence skips those the previous owner committed. An owner
-/// that died holding the pin is waited for up to `ACK_WAIT`. False when told to stop meanwhile.
+/// outstanding are started over at once (the consumer is deleted and recreated, which delivers
+/// again every frame not yet acked, in stream order; the applied-sequence fence skips those
+/// already committed) unless a live previous owner may still be finishing its batch in hand: that
+/// one is waited for until it lets go of the pin (it unpins after acking), leaves the members, or
+/// `ACK_WAIT` passes. A crashed owner is gone from the members within a heartbeat's expiry, so its
+/// partitions are served again without waiting for its deliveries to lapse. False when told to
+/// stop meanwhile.
 async fn take_over<H>(
     context: &Context<H>,
     partition: u32,
     name: &str,
+    previous_owner: Option<String>,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
     let deadline = Instant::now() + ACK_WAIT;
@@ -108,11 +126,15 @@ async fn take_over<H>(
                     .priority_groups
                     .iter()
                     .all(|group| group.pinned_client_id.is_none());
-                if released || Instant::now() >= deadline {
+                let previous_alive = previous_owner
+                    .as_deref()
+                    .is_some_and(|owner| context.members.borrow().iter().any(|m| m == owner));
+                if released || !previous_alive || Instant::now() >= deadline {
                     tracing::info!(
                         consumer = name,
                         outstanding = info.num_ack_pending,
                         released,
+                        previous_alive,
                         "deliveries of the previous owner still outstanding; starting the consumer over"
                     );
                     start_consumer_over(context, partition, name).await;
@@ -188,16 +210,77 @@ async fn unstick<H>(context: &Context<H>, partition: u32, name: &str) -> bool {
     }
 }
 
-async fn wait_for_database<H>(context: &Context<H>, stop: &mut watch::Receiver<bool>) -> bool {
-    loop {
+/// Waits until the database takes writes again, asked by a probe on a connection of its own
+/// every second. A failure the probe does not confirm (a pool that was briefly exhausted, a
+/// statement that timed out once) costs only a short pause; either way nothing is attempted
+/// meanwhile and nothing counts against the frames. False when told to stop.
+async fn wait_for_database<H>(
+    context: &Context<H>,
+    partition: u32,
+    pause: Pause,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let kind = context.kind;
+    metrics::counter!("worker_database_failures_total", "kind" => kind, "cause" => pause.cause)
+        .increment(1);
+    let mut confirmed = match batch::probe(&context.database).await {
+        Ok(()) => {
+            tracing::warn!(kind, partition, cause = pause.cause, detail = %pause.detail, "a batch failed for the database, which answers a probe; retrying shortly");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => return true,
+                _ = stop.changed() => return false,
+            }
+        }
+        Err(confirmed) => confirmed,
+    };
+    tracing::error!(kind, partition, cause = confirmed.cause, detail = %confirmed.detail, "the database takes no writes; pausing this partition until it does");
+    metrics::counter!("worker_pauses_total", "kind" => kind, "cause" => confirmed.cause)
+        .increment(1);
+    let paused = metrics::gauge!("worker_partitions_paused", "kind" => kind);
+    paused.increment(1.0);
+    let resumed = loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.changed() => return false,
+            _ = stop.changed() => break false,
         }
-        if batch::database_answers(&context.pool).await {
-            return true;
+        match batch::probe(&context.database).await {
+            Ok(()) => break true,
+            Err(still) => confirmed = still,
+        }
+    };
+    paused.decrement(1.0);
+    if resumed {
+        tracing::info!(
+            kind,
+            partition,
+            last_cause = confirmed.cause,
+            "the database takes writes again; resuming"
+        );
+    }
+    resumed
+}
+
+/// Reads when `INBOUND` was created (its identity: a stream made again starts its sequences
+/// over), making it again when it is missing (deleted by an operator, or lost with a node's
+/// store), as every process does at start.
+async fn stream_epoch<H>(context: &Context<H>) -> Result<i64, String> {
+    let stream_name = shared::subjects::INBOUND_STREAM;
+    match context.jetstream.get_stream(stream_name).await {
+        Ok(stream) => Ok(epoch_of(stream.cached_info())),
+        Err(error) => {
+            if error.to_string().contains("not found") {
+                tracing::warn!(kind = context.kind, "INBOUND is missing: making it again");
+                if let Err(error) = shared::nats::provision(&context.nats).await {
+                    tracing::warn!(%error, "cannot provision NATS");
+                }
+            }
+            Err(format!("stream {stream_name}: {error}"))
         }
     }
+}
+
+fn epoch_of(info: &jetstream::stream::Info) -> i64 {
+    i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 
 async fn pull<H: BatchHandler>(
@@ -206,7 +289,36 @@ async fn pull<H: BatchHandler>(
     name: &str,
     stop: &mut watch::Receiver<bool>,
     acked_through: &mut u64,
+    epoch: &mut i64,
 ) -> Outcome {
+    let current = match stream_epoch(context).await {
+        Ok(current) => current,
+        Err(reason) => return Outcome::Disrupted(reason),
+    };
+    if current != *epoch {
+        // Sequences of another stream: what this task acked there says nothing here.
+        *acked_through = 0;
+        *epoch = current;
+        match batch::adopt_stream(&context.pool, context.kind, partition, current).await {
+            Ok(true) => {
+                tracing::warn!(
+                    kind = context.kind,
+                    partition,
+                    "INBOUND was made again: the partition's cursor starts over with the new stream"
+                );
+                metrics::counter!("worker_stream_resets_total", "kind" => context.kind)
+                    .increment(1);
+            }
+            Ok(false) => {}
+            Err(error) => {
+                return match Failure::of(&FrameError::Database(error)) {
+                    Failure::Unavailable(pause) => Outcome::DatabaseDown(pause),
+                    other => Outcome::Disrupted(format!("cannot adopt the stream: {other:?}")),
+                };
+            }
+        }
+    }
+    let epoch = *epoch;
     let consumer: jetstream::consumer::PullConsumer = match context.stream.get_consumer(name).await
     {
         Ok(consumer) => consumer,
@@ -229,6 +341,13 @@ async fn pull<H: BatchHandler>(
         Ok(messages) => messages,
         Err(error) => return Outcome::Disrupted(format!("cannot pull: {error}")),
     };
+    // The stream made again between the first read and the pull would hand this puller frames
+    // of a stream its cursor does not count in. (Once pulling, a deleted stream ends the pull.)
+    match stream_epoch(context).await {
+        Ok(again) if again == epoch => {}
+        Ok(_) => return Outcome::Disrupted(String::from("INBOUND was made again")),
+        Err(reason) => return Outcome::Disrupted(reason),
+    }
     let batch_sizes = metrics::histogram!("worker_batch_frames", "kind" => context.kind);
     let batch_seconds = metrics::histogram!("worker_batch_seconds", "kind" => context.kind);
     let mut last_delivery: Option<u64> = None;
@@ -251,7 +370,10 @@ async fn pull<H: BatchHandler>(
         match next {
             // Told to stop: apply what already arrived, so the next owner need not wait for it to lapse.
             None => {}
-            Some(Some(Ok(message))) => held.push(message),
+            Some(Some(Ok(message))) => {
+                super::fault::maybe_panic(&message.payload);
+                held.push(message)
+            }
             Some(Some(Err(error))) => {
                 // A missed idle heartbeat does not end the pull; a lost delivery shows as a gap.
                 tracing::debug!(%error, "pull status");
@@ -310,7 +432,8 @@ async fn pull<H: BatchHandler>(
             // another owner moved it meanwhile (then the batch's fence check fails, and it is
             // applied again with the cursor read).
             let expected_applied = (*acked_through > 0).then_some(*acked_through);
-            if let Err(outcome) = handle(context, partition, in_order, expected_applied, stop).await
+            if let Err(outcome) =
+                handle(context, partition, epoch, in_order, expected_applied, stop).await
             {
                 return outcome;
             }
@@ -399,6 +522,7 @@ enum Mode {
 async fn handle<H: BatchHandler>(
     context: &Context<H>,
     partition: u32,
+    epoch: i64,
     messages: Vec<jetstream::Message>,
     expected_applied: Option<u64>,
     stop: &mut watch::Receiver<bool>,
@@ -406,13 +530,14 @@ async fn handle<H: BatchHandler>(
     let error = match attempt(
         context,
         partition,
+        epoch,
         &messages,
         Mode::Shared(expected_applied),
     )
     .await
     {
         Ok(()) => return Ok(()),
-        Err(None) => match attempt(context, partition, &messages, Mode::Alone).await {
+        Err(None) => match attempt(context, partition, epoch, &messages, Mode::Alone).await {
             Ok(()) => return Ok(()),
             Err(error) => error,
         },
@@ -423,18 +548,20 @@ async fn handle<H: BatchHandler>(
             "could not finish the batch",
         )));
     };
-    let failure = Failure::of(&error);
-    if let Failure::Unavailable(reason) = failure {
-        return Err(Outcome::DatabaseDown(reason));
-    }
+    let failure = match Failure::of(&error) {
+        Failure::Unavailable(pause) => return Err(Outcome::DatabaseDown(pause)),
+        Failure::StreamChanged => return Err(Outcome::Disrupted(error.to_string())),
+        failure => failure,
+    };
     if messages.len() == 1 {
-        return retry_alone(context, partition, &messages[0], failure, stop).await;
+        return retry_alone(context, partition, epoch, &messages[0], failure, stop).await;
     }
     tracing::warn!(kind = context.kind, partition, error = %error, frames = messages.len(), "batch failed; applying its frames one by one");
     for message in &messages {
         if let Err(error) = attempt(
             context,
             partition,
+            epoch,
             std::slice::from_ref(message),
             Mode::Alone,
         )
@@ -446,8 +573,9 @@ async fn handle<H: BatchHandler>(
                 )));
             };
             match Failure::of(&error) {
-                Failure::Unavailable(reason) => return Err(Outcome::DatabaseDown(reason)),
-                failure => retry_alone(context, partition, message, failure, stop).await?,
+                Failure::Unavailable(pause) => return Err(Outcome::DatabaseDown(pause)),
+                Failure::StreamChanged => return Err(Outcome::Disrupted(error.to_string())),
+                failure => retry_alone(context, partition, epoch, message, failure, stop).await?,
             }
         }
     }
@@ -459,6 +587,7 @@ async fn handle<H: BatchHandler>(
 async fn attempt<H: BatchHandler>(
     context: &Context<H>,
     partition: u32,
+    epoch: i64,
     messages: &[jetstream::Message],
     mode: Mode,
 ) -> Result<(), Option<FrameError>> {
@@ -508,6 +637,7 @@ async fn attempt<H: BatchHandler>(
             Mode::Shared(expected) => expected,
             Mode::Alone => None,
         },
+        stream_epoch: epoch,
     };
     let events = match mode {
         Mode::Shared(_) => {
@@ -525,11 +655,20 @@ async fn attempt<H: BatchHandler>(
                 Ok(Err(())) | Err(_) => return Err(None),
             }
         }
-        Mode::Alone => batch::apply(&context.pool, &*context.handler, context.kind, vec![part])
-            .await
-            .map_err(Some)?
-            .pop()
-            .flatten(),
+        // A handler that panics is a failing frame like any other (retried, then dead-lettered),
+        // not the end of the partition's task.
+        Mode::Alone => AssertUnwindSafe(batch::apply(
+            &context.pool,
+            &*context.handler,
+            context.kind,
+            vec![part],
+        ))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(FrameError::Retry(anyhow::anyhow!("the handler panicked"))))
+        .map_err(Some)?
+        .pop()
+        .flatten(),
     };
     // Events first, confirmed by a flush (the server has routed them), then the acks: a worker that
     // dies in between leaves its batch unacked, and the next owner publishes the stored events
@@ -558,6 +697,7 @@ async fn attempt<H: BatchHandler>(
 async fn retry_alone<H: BatchHandler>(
     context: &Context<H>,
     partition: u32,
+    epoch: i64,
     message: &jetstream::Message,
     mut failure: Failure,
     stop: &mut watch::Receiver<bool>,
@@ -566,14 +706,17 @@ async fn retry_alone<H: BatchHandler>(
     let mut attempts = 1;
     loop {
         match failure {
-            Failure::Unavailable(reason) => return Err(Outcome::DatabaseDown(reason)),
+            Failure::Unavailable(pause) => return Err(Outcome::DatabaseDown(pause)),
+            Failure::StreamChanged => {
+                return Err(Outcome::Disrupted(String::from("INBOUND was made again")));
+            }
             Failure::Content(reason) => {
                 tracing::warn!(kind = context.kind, partition, %reason, "Postgres refused a frame's content; refusing it");
-                return give_up(context, partition, message, None).await;
+                return give_up(context, partition, epoch, message, None).await;
             }
             Failure::Failed(reason) if attempts >= max_attempts => {
                 tracing::error!(kind = context.kind, partition, %reason, attempts, "frame failed every attempt; dead-lettering it");
-                return give_up(context, partition, message, Some(&reason)).await;
+                return give_up(context, partition, epoch, message, Some(&reason)).await;
             }
             Failure::Failed(reason) => {
                 tracing::warn!(kind = context.kind, partition, %reason, attempts, "frame failed; retrying");
@@ -594,6 +737,7 @@ async fn retry_alone<H: BatchHandler>(
         failure = match attempt(
             context,
             partition,
+            epoch,
             std::slice::from_ref(message),
             Mode::Alone,
         )
@@ -611,19 +755,27 @@ async fn retry_alone<H: BatchHandler>(
 async fn give_up<H>(
     context: &Context<H>,
     partition: u32,
+    epoch: i64,
     message: &jetstream::Message,
     error: Option<&str>,
 ) -> Result<(), Outcome> {
     let stream_seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
     if let Some(error) = error
-        && let Err(publish_error) =
-            dead_letter::store(&context.jetstream, context.kind, message, stream_seq, error).await
+        && let Err(publish_error) = dead_letter::store(
+            &context.jetstream,
+            context.kind,
+            message,
+            epoch,
+            stream_seq,
+            error,
+        )
+        .await
     {
         return Err(Outcome::Disrupted(format!(
             "cannot dead-letter a frame: {publish_error}"
         )));
     }
-    match batch::skip(&context.pool, context.kind, partition, stream_seq).await {
+    match batch::skip(&context.pool, context.kind, partition, stream_seq, epoch).await {
         Ok(true) => {
             if let Parsed::Frame(Frame { inbound, .. }) | Parsed::Refused(inbound) =
                 parse(message, partition)
@@ -643,8 +795,8 @@ async fn give_up<H>(
         }
         Ok(false) => {}
         Err(error) => {
-            return match Failure::of(&FrameError::Database(error)) {
-                Failure::Unavailable(reason) => Err(Outcome::DatabaseDown(reason)),
+            return match Failure::of(&error) {
+                Failure::Unavailable(pause) => Err(Outcome::DatabaseDown(pause)),
                 other => Err(Outcome::Disrupted(format!(
                     "cannot skip a frame: {other:?}"
                 ))),
