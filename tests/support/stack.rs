@@ -350,6 +350,31 @@ impl TestStack {
         self.workers.entry(kind.to_owned()).or_default().push(child);
     }
 
+    /// The name of this test's own database.
+    pub fn database_name(&self) -> &str {
+        &self.database_name
+    }
+
+    /// Lines of the processes' logs (every worker and gateway of this stack) that contain `text`:
+    /// what an operator reading the logs would find.
+    pub fn log_lines_containing(&self, text: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.log_dir) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let Ok(log) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            found.extend(
+                log.lines()
+                    .filter(|line| line.contains(text))
+                    .map(str::to_owned),
+            );
+        }
+        found
+    }
+
     /// Process ids of a worker kind's instances (for CPU and memory readings).
     pub fn worker_pids(&self, kind: &str) -> Vec<u32> {
         self.workers

@@ -10,5 +10,6 @@ mod gateway;
 mod lifecycle;
 mod limits;
 mod mediums;
+mod operations;
 mod presence;
 mod runtime;

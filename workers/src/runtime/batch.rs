@@ -633,6 +633,97 @@ mod tests {
         let _ = <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::drop_database(&url).await;
     }
 
+    #[tokio::test]
+    async fn a_cursor_of_a_stream_made_again_starts_over_and_one_of_an_older_stream_is_kept() {
+        let (pool, url) = scratch_database().await;
+        // Cursors from before streams were told apart are taken to be of the current stream.
+        apply(&pool, &Recorder, "probe", vec![part(1, 1..=40, None)])
+            .await
+            .expect("a batch under no known stream");
+        assert!(!adopt_stream(&pool, "probe", 1, 100).await.expect("adopt"));
+        let cursor = || async {
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT applied_seq, stream_epoch FROM partition_cursors
+                 WHERE kind = 'probe' AND partition = 1",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("cursor")
+        };
+        assert_eq!(cursor().await, (40, 100));
+        // A batch of frames pulled from another stream than the cursor's is refused.
+        let mut stale = part(1, 41..=41, None);
+        stale.stream_epoch = 99;
+        let refused = apply(&pool, &Recorder, "probe", vec![stale]).await;
+        assert!(matches!(
+            refused.as_ref().map_err(Failure::of),
+            Err(Failure::StreamChanged)
+        ));
+        // INBOUND made again (created later): its sequence 1 is new, not "already applied".
+        assert!(adopt_stream(&pool, "probe", 1, 200).await.expect("adopt"));
+        assert_eq!(cursor().await, (0, 200));
+        let mut fresh = part(1, 1..=2, None);
+        fresh.stream_epoch = 200;
+        apply(&pool, &Recorder, "probe", vec![fresh])
+            .await
+            .expect("the new stream's first frames");
+        // An instance that read the old stream before it was made again changes nothing.
+        assert!(!adopt_stream(&pool, "probe", 1, 100).await.expect("adopt"));
+        assert_eq!(cursor().await, (2, 200));
+        let applied_seqs = applied(&pool).await;
+        assert_eq!(applied_seqs.len(), 42, "40 of the old stream, 2 of the new");
+        pool.close().await;
+        let _ = <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::drop_database(&url).await;
+    }
+
+    #[tokio::test]
+    async fn read_only_databases_and_lock_or_statement_timeouts_are_outages_not_bad_frames() {
+        let (pool, url) = scratch_database().await;
+        // Each on a connection of its own: a failed statement leaves its session unusable.
+        let failure_of = |sql: &'static str| {
+            let url = url.clone();
+            async move {
+                use sqlx::Connection;
+                let mut connection = PgConnection::connect(&url).await.expect("connect");
+                let error = sqlx::raw_sql(sql)
+                    .execute(&mut connection)
+                    .await
+                    .expect_err("the statement fails");
+                Failure::of(&FrameError::Database(error))
+            }
+        };
+        let cause = |failure: Failure| match failure {
+            Failure::Unavailable(pause) => pause.cause,
+            other => panic!("not an outage: {other:?}"),
+        };
+        assert_eq!(
+            cause(failure_of("BEGIN READ ONLY; INSERT INTO fence_probe VALUES (1); COMMIT").await),
+            "read_only"
+        );
+        assert_eq!(
+            cause(failure_of("SET statement_timeout = '10ms'; SELECT pg_sleep(1)").await),
+            "timeout"
+        );
+        let mut holder = pool.begin().await.expect("holder");
+        sqlx::query("LOCK TABLE fence_probe IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *holder)
+            .await
+            .expect("lock");
+        assert_eq!(
+            cause(
+                failure_of("SET lock_timeout = '10ms'; INSERT INTO fence_probe VALUES (1)").await
+            ),
+            "timeout"
+        );
+        holder.rollback().await.expect("release");
+        assert!(matches!(
+            failure_of("INSERT INTO no_such_table VALUES (1)").await,
+            Failure::Failed(_)
+        ));
+        pool.close().await;
+        let _ = <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::drop_database(&url).await;
+    }
+
     #[test]
     fn an_unreachable_database_pauses_and_other_failures_retry() {
         let unavailable = FrameError::Database(sqlx::Error::PoolTimedOut);
