@@ -9,7 +9,10 @@
 //!   bench soak      ten minutes of chat at 1,000 msg/s beside 2,000 idle sockets: memory stays flat
 //!   bench inbox     the inbox of a seeker with 2,000 ended sessions: latency and query plan
 //!   bench rolling   every gateway and worker restarted in turn under 1,000 msg/s: lost, delays
+//!   bench chaos     10 minutes at 500 msg/s with workers SIGKILLed every 3 s, NATS restarted,
+//!                   Postgres cut and made read-only: lost, duplicated, reordered, dead-lettered
 
+mod chaos;
 mod chat;
 mod crowd;
 mod distance;
@@ -91,9 +94,10 @@ async fn main() -> anyhow::Result<()> {
         "soak" => chat::soak().await,
         "inbox" => inbox::run().await,
         "rolling" => rolling::run().await,
+        "chaos" => chaos::run().await,
         _ => {
             eprintln!(
-                "usage: bench chat|distance|sockets|inbox|soak|crowd|rolling  (scripts/bench.sh runs the first four)"
+                "usage: bench chat|distance|sockets|inbox|soak|crowd|rolling|chaos  (scripts/bench.sh runs the first four)"
             );
             std::process::exit(2);
         }

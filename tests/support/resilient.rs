@@ -96,9 +96,13 @@ impl Party {
     }
 }
 
-/// Sends one message every `interval` from `start` until the tally stops sending, and again every
-/// message not yet confirmed after each reconnect; returns how many stayed unconfirmed when
-/// `give_up` came.
+/// A message without its `message_sent` this long is sent again (same `client_message_id`), as a
+/// phone does when an answer does not come (a refusal while NATS was away, a lost frame).
+const RESEND_AFTER: Duration = Duration::from_secs(3);
+
+/// Sends one message every `interval` from `start` until the tally stops sending, again every
+/// message not yet confirmed after each reconnect, and again any not confirmed within
+/// `RESEND_AFTER`; returns how many stayed unconfirmed when `give_up` came.
 async fn seeker(
     mut party: Party,
     start: tokio::time::Instant,
@@ -106,11 +110,13 @@ async fn seeker(
     give_up: Arc<tokio::sync::Notify>,
 ) -> usize {
     let tally = party.tally.clone();
-    let mut unconfirmed: BTreeMap<u64, String> = BTreeMap::new();
+    // number -> (frame, when it was last sent)
+    let mut unconfirmed: BTreeMap<u64, (String, tokio::time::Instant)> = BTreeMap::new();
     let mut number: u64 = 0;
     let mut socket = party.connect().await;
     let mut ticker = tokio::time::interval_at(start, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut overdue = tokio::time::interval(Duration::from_secs(1));
     let mut sending = true;
     let gave_up = give_up.notified();
     tokio::pin!(gave_up);
@@ -128,9 +134,20 @@ async fn seeker(
                         "message": tally.micros(due).to_string(),
                     })
                     .to_string();
-                    unconfirmed.insert(number, frame.clone());
+                    unconfirmed.insert(number, (frame.clone(), tokio::time::Instant::now()));
                     tally.sent.fetch_add(1, Ordering::Relaxed);
                     disconnected = socket.send(Message::text(frame)).await.is_err();
+                }
+            }
+            now = overdue.tick() => {
+                for (frame, sent_at) in unconfirmed.values_mut() {
+                    if now.saturating_duration_since(*sent_at) >= RESEND_AFTER {
+                        *sent_at = now;
+                        if socket.send(Message::text(frame.clone())).await.is_err() {
+                            disconnected = true;
+                            break;
+                        }
+                    }
                 }
             }
             incoming = socket.next() => match incoming {
@@ -154,7 +171,9 @@ async fn seeker(
             tally.reconnects.fetch_add(1, Ordering::Relaxed);
             socket = party.connect().await;
             disconnected = false;
-            for frame in unconfirmed.values() {
+            let now = tokio::time::Instant::now();
+            for (frame, sent_at) in unconfirmed.values_mut() {
+                *sent_at = now;
                 if socket.send(Message::text(frame.clone())).await.is_err() {
                     disconnected = true;
                     break;

@@ -31,11 +31,13 @@ async fn send_until_confirmed(
                 .find_any(&["message_sent", "error"], Duration::from_millis(200))
                 .await
             {
-                Some(frame) if frame["type"] == "message_sent" => {
-                    if frame["client_message_id"] == client_message_id {
-                        return frame;
-                    }
+                Some(frame)
+                    if frame["type"] == "message_sent"
+                        && frame["client_message_id"] == client_message_id =>
+                {
+                    return frame;
                 }
+                Some(frame) if frame["type"] == "message_sent" => {}
                 Some(_) => break,
                 None => {}
             }
