@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the release binaries and runs the benchmarks (numbers, not pass/fail):
-#   scripts/bench.sh            # chat, distance, sockets and inbox (soak, crowd, rolling, chaos only when named)
+#   scripts/bench.sh            # chat, distance, sockets and inbox (soak, crowd, rolling, chaos, abuse only when named)
 #   scripts/bench.sh chat       # one of them
 # Uses the machine's Postgres (or starts one) and a local nats-server >= 2.11 (installed if missing).
 set -euo pipefail

@@ -22,6 +22,8 @@ struct Envelope<'a> {
     message_id: Option<&'a RawValue>,
     #[serde(default, borrow)]
     work_id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    token: Option<&'a RawValue>,
 }
 
 /// What to do with a frame.
@@ -29,6 +31,8 @@ struct Envelope<'a> {
 pub enum Verdict {
     /// Answer `pong` here.
     Ping,
+    /// Check this token and, if it is the socket's user's, keep the socket open until it expires.
+    AuthRefresh { token: String },
     /// Publish the frame unchanged on `subject`.
     Publish {
         kind: FrameKind,
@@ -103,6 +107,12 @@ pub fn judge(frame: &str, role: Role) -> Verdict {
         durable,
     };
     match kind.route() {
+        Route::Gateway if kind == FrameKind::AuthRefresh => match as_string(envelope.token) {
+            Some(token) if !token.is_empty() => Verdict::AuthRefresh {
+                token: token.into_owned(),
+            },
+            _ => refuse(errors::TOKEN_REQUIRED, request_type),
+        },
         Route::Gateway => Verdict::Ping,
         Route::Work => match envelope
             .work_id

@@ -40,6 +40,25 @@ impl TokenBucket {
         Duration::from_secs_f64((1.0 - tokens) / self.rate)
     }
 
+    /// Whether `amount` tokens are there now (nothing is taken).
+    pub fn has(&self, now: Instant, amount: f64) -> bool {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        (self.tokens + elapsed * self.rate).min(self.burst) >= amount
+    }
+
+    /// Takes `amount` tokens if they are all there (none otherwise).
+    pub fn take_many(&mut self, now: Instant, amount: f64) -> bool {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.updated = now;
+        if self.tokens >= amount {
+            self.tokens -= amount;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Takes a token if there is one.
     pub fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();

@@ -9,6 +9,7 @@ mod presence;
 mod registry;
 mod rest;
 mod rest_limit;
+mod server;
 mod socket;
 mod socketio;
 mod stats;
@@ -65,6 +66,14 @@ pub struct Config {
     #[arg(long, env = "WS_MAX_SOCKETS_PER_USER", default_value_t = 10)]
     pub ws_max_sockets_per_user: usize,
     /// Folder of the web client served at `/`.
+    /// Bytes of frames a socket may send a second (bursts of four times that); past it, frames
+    /// are answered "rate limit exceeded" like any over the frame limit.
+    #[arg(long, env = "WS_RATE_BYTES_PER_SEC", default_value_t = 65536.0)]
+    pub ws_rate_bytes_per_sec: f64,
+    /// Connections this gateway holds at most (HTTP connections in progress and open sockets);
+    /// past it a new connection is closed at once.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 25000)]
+    pub max_connections: usize,
     /// REST calls a user may make a second, all routes together (bursts of twice that; 0: no
     /// limit).
     #[arg(long, env = "GATEWAY_REST_RATE_PER_SEC", default_value_t = 10.0)]
@@ -145,14 +154,20 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.gateway_addr))?;
     tracing::info!(addr = %config.gateway_addr, "gateway listening");
     let stopping = state.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    let counting = state.clone();
+    server::serve(
+        listener,
+        app,
+        config.max_connections,
+        move || counting.stats.connections().max(0) as usize,
+        async move {
             shutdown_signal().await;
             stopping.shutdown.send_replace(true);
             // Socket.IO's long-polling requests end with their sockets.
             socketio.close().await;
-        })
-        .await?;
+        },
+    )
+    .await;
     // Upgraded sockets outlive the HTTP server: wait for each to have closed with 1012 (its
     // in-flight frames published first), so a deploy drops nobody without a close frame.
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;

@@ -221,6 +221,29 @@ struct Inner {
     /// restarts (they double as JetStream de-duplication ids).
     instance: String,
     next_connection: AtomicU64,
+    /// Sockets each user holds or is opening here: the per-user cap is counted on these, taken
+    /// before an upgrade answers, so parallel upgrades cannot all pass a check made before any
+    /// of them registered.
+    slots: Mutex<HashMap<String, usize>>,
+}
+
+/// One of a user's places under the socket cap, held from before the upgrade answers until the
+/// socket closes; dropping it frees the place.
+pub struct SocketSlot {
+    registry: Registry,
+    user_id: String,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut slots = lock(&self.registry.inner.slots);
+        if let Some(count) = slots.get_mut(&self.user_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                slots.remove(&self.user_id);
+            }
+        }
+    }
 }
 
 /// Keeps a socket registered; dropping it unregisters the socket.
@@ -250,6 +273,7 @@ impl Registry {
                 ready,
                 instance,
                 next_connection: AtomicU64::new(1),
+                slots: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -279,6 +303,20 @@ impl Registry {
         lock(&self.inner.routes.users)
             .get(user_id)
             .map_or(0, |entry| entry.connections.len())
+    }
+
+    /// Takes one of the user's `max` places for a socket, or `None` when all are taken.
+    pub fn take_socket_slot(&self, user_id: &str, max: usize) -> Option<SocketSlot> {
+        let mut slots = lock(&self.inner.slots);
+        let count = slots.entry(user_id.to_owned()).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(SocketSlot {
+            registry: self.clone(),
+            user_id: user_id.to_owned(),
+        })
     }
 
     pub fn next_conn_id(&self) -> Arc<str> {
@@ -398,6 +436,7 @@ mod tests {
             user_id: String::from("u1"),
             role: shared::auth::Role::Seeker,
             name: None,
+            expires_at: i64::MAX,
         };
         let handle = ConnectionHandle {
             conn_id: Arc::from(conn_id),

@@ -3,7 +3,7 @@
 //! answer back into HTTP. Ids in paths are checked here so that malformed ones never travel.
 
 use crate::SharedState;
-use crate::auth::authenticate;
+use crate::auth::{authenticate, authenticate_acting};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -34,6 +34,15 @@ fn retry_later(status: StatusCode, message: &str, after: std::time::Duration) ->
     response
 }
 
+/// Whether the request says its body is JSON (`application/json`, parameters allowed).
+fn declares_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// How long a caller told "unavailable" should wait before trying again.
 const RETRY_UNAVAILABLE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -47,10 +56,32 @@ async fn forward(
     id: Option<String>,
     body: Option<Bytes>,
 ) -> Response {
-    let identity = match authenticate(&state.verifier, http_headers, &query, role) {
+    // Reads (`.get`, `.list`) may be authenticated by the cookie from anywhere (a browser does
+    // not let a foreign page read the answer); anything that acts may not.
+    let reads = subject.ends_with(".get") || subject.ends_with(".list");
+    let identity = if reads {
+        authenticate(&state.verifier, http_headers, &query, role)
+    } else {
+        authenticate_acting(
+            &state.verifier,
+            http_headers,
+            &query,
+            role,
+            &state.config.cors_origins,
+        )
+    };
+    let identity = match identity {
         Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
     };
+    // A body that is not declared JSON is refused before anything reads it: a cross-site form
+    // or `text/plain` request (which needs no preflight) cannot pass for an API call.
+    if body.as_ref().is_some_and(|bytes| !bytes.is_empty()) && !declares_json(http_headers) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be Content-Type: application/json",
+        );
+    }
     query.remove("token");
     if let Err(wait) = state.rest_limit.take(&identity.user_id) {
         state.stats.rest_limited();
@@ -154,6 +185,8 @@ pub async fn ask(
     responses(
         (status = 200, description = "{name, mobile, profile_pic}", body = Object),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
     )
 )]
 pub async fn get_profile(
@@ -172,9 +205,12 @@ pub async fn get_profile(
     security(("bearer" = [])),
     request_body = crate::docs::ProfileBody,
     responses(
+        (status = 415, description = "the body is not declared `Content-Type: application/json`", body = crate::docs::ErrorBody),
         (status = 200, description = "the stored profile", body = Object),
         (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
     )
 )]
@@ -205,6 +241,8 @@ pub async fn put_profile(
     responses(
         (status = 200, description = "{is_active, latitude, longitude}", body = Object),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
     )
 )]
@@ -233,9 +271,12 @@ pub async fn get_provider_status(
     security(("bearer" = [])),
     request_body = crate::docs::ProviderStatusBody,
     responses(
+        (status = 415, description = "the body is not declared `Content-Type: application/json`", body = crate::docs::ErrorBody),
         (status = 200, description = "the stored status", body = Object),
         (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
         (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
     )
@@ -267,6 +308,8 @@ pub async fn put_provider_status(
     responses(
         (status = 200, description = "{is_searching, latitude, longitude}", body = Object),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
     )
 )]
@@ -295,9 +338,12 @@ pub async fn get_seeker_search(
     security(("bearer" = [])),
     request_body = crate::docs::SeekerSearchBody,
     responses(
+        (status = 415, description = "the body is not declared `Content-Type: application/json`", body = crate::docs::ErrorBody),
         (status = 200, description = "the stored status", body = Object),
         (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
         (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
     )
@@ -328,9 +374,12 @@ pub async fn put_seeker_search(
     security(("bearer" = [])),
     request_body = crate::docs::WorkOrderBody,
     responses(
+        (status = 415, description = "the body is not declared `Content-Type: application/json`", body = crate::docs::ErrorBody),
         (status = 201, description = "{work_id, status: pending}", body = Object),
         (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
         (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
         (status = 409, description = "conflicts with the current state", body = crate::docs::ErrorBody),
@@ -365,6 +414,8 @@ pub async fn create_work_order(
     responses(
         (status = 200, description = "{work_id, status, session_id, service_type, created_at}", body = Object),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
     )
 )]
@@ -402,6 +453,8 @@ pub async fn get_work_order(
     responses(
         (status = 200, description = "the snapshot (contract section 3, with presence)", body = Object),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
     )
 )]
@@ -428,6 +481,8 @@ pub async fn get_session(
     responses(
         (status = 200, description = "{messages, has_more}", body = Object),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
         (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
     )
@@ -454,9 +509,12 @@ pub async fn list_messages(
     params(("session_id" = String, Path, description = "a session id (UUID)")),
     request_body = crate::docs::ReadBody,
     responses(
+        (status = 415, description = "the body is not declared `Content-Type: application/json`", body = crate::docs::ErrorBody),
         (status = 200, description = "{session_id, up_to_seq, unread_count}", body = Object),
         (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
         (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
     )
@@ -492,6 +550,8 @@ pub async fn read_up_to(
     responses(
         (status = 200, description = "{conversations, next_cursor}", body = Object),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
     )
 )]
@@ -542,9 +602,12 @@ async fn forward_by_uuid(
     params(("session_id" = String, Path, description = "a session id (UUID)")),
     request_body = crate::docs::DisputeBody,
     responses(
+        (status = 415, description = "the body is not declared `Content-Type: application/json`", body = crate::docs::ErrorBody),
         (status = 201, description = "the dispute", body = Object),
         (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
         (status = 409, description = "conflicts with the current state", body = crate::docs::ErrorBody),
         (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
@@ -581,6 +644,8 @@ pub async fn open_dispute(
     responses(
         (status = 200, description = "{disputes}", body = Object),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
         (status = 422, description = "invalid input", body = crate::docs::ErrorBody),
     )
@@ -613,6 +678,8 @@ pub async fn list_disputes(
     responses(
         (status = 200, description = "the dispute", body = Object),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
     )
 )]
@@ -639,6 +706,8 @@ pub async fn get_dispute(
     responses(
         (status = 200, description = "the dispute", body = Object),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
         (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
         (status = 409, description = "conflicts with the current state", body = crate::docs::ErrorBody),
@@ -666,9 +735,12 @@ pub async fn join_dispute(
     params(("dispute_id" = String, Path, description = "a dispute id (UUID)")),
     request_body = crate::docs::ResolutionBody,
     responses(
+        (status = 415, description = "the body is not declared `Content-Type: application/json`", body = crate::docs::ErrorBody),
         (status = 200, description = "the dispute", body = Object),
         (status = 400, description = "the body is not JSON", body = crate::docs::ErrorBody),
         (status = 401, description = "missing, malformed, badly signed or expired token", body = crate::docs::ErrorBody),
+        (status = 429, description = "over the caller's REST rate limit; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
+        (status = 503, description = "the workers cannot serve the call now; `Retry-After` says when to try again", body = crate::docs::ErrorBody),
         (status = 403, description = "the token's role does not fit", body = crate::docs::ErrorBody),
         (status = 404, description = "not found, or not yours (the same answer)", body = crate::docs::ErrorBody),
         (status = 409, description = "conflicts with the current state", body = crate::docs::ErrorBody),

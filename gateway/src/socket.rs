@@ -5,7 +5,7 @@
 //! KiB: the gateway is meant to hold very many of them.
 
 use crate::SharedState;
-use crate::auth::authenticate;
+use crate::auth::authenticate_acting;
 use crate::registry::{ConnectionHandle, Outgoing};
 use async_nats::HeaderMap;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
@@ -66,27 +66,43 @@ fn upgrade_for(
     upgrade: WebSocketUpgrade,
     role: Role,
 ) -> Response {
-    let identity = match authenticate(&state.verifier, &headers, &query, Some(role)) {
+    let identity = match authenticate_acting(
+        &state.verifier,
+        &headers,
+        &query,
+        Some(role),
+        &state.config.cors_origins,
+    ) {
         Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
     };
-    if at_socket_limit(&state, &identity) {
-        let error = serde_json::json!({"error": TOO_MANY_SOCKETS});
-        return (axum::http::StatusCode::TOO_MANY_REQUESTS, axum::Json(error)).into_response();
-    }
+    let Some(slot) = socket_slot(&state, &identity) else {
+        return too_many_sockets();
+    };
     upgrade
         .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(TRANSPORT_LIMIT)
         .max_frame_size(TRANSPORT_LIMIT)
-        .on_upgrade(move |socket| run(state, identity, socket, None))
+        .on_upgrade(move |socket| run(state, identity, socket, None, slot))
 }
 
 pub(crate) const TOO_MANY_SOCKETS: &str = "too many open sockets for this user";
 
-/// Whether the user already holds `WS_MAX_SOCKETS_PER_USER` sockets here (of any protocol).
-pub(crate) fn at_socket_limit(state: &SharedState, identity: &Identity) -> bool {
-    state.registry.sockets_of(&identity.user_id) >= state.config.ws_max_sockets_per_user
+/// One of the user's `WS_MAX_SOCKETS_PER_USER` places on this gateway (any protocol), taken before
+/// the upgrade answers and held until the socket closes; `None` when all are taken.
+pub(crate) fn socket_slot(
+    state: &SharedState,
+    identity: &Identity,
+) -> Option<crate::registry::SocketSlot> {
+    state
+        .registry
+        .take_socket_slot(&identity.user_id, state.config.ws_max_sockets_per_user)
+}
+
+fn too_many_sockets() -> Response {
+    let error = serde_json::json!({"error": TOO_MANY_SOCKETS});
+    (axum::http::StatusCode::TOO_MANY_REQUESTS, axum::Json(error)).into_response()
 }
 
 /// Seed 002's conversation socket (`/ws/chat/{conversation_id}/`, contract section 11): any role,
@@ -99,7 +115,13 @@ pub async fn conversation_upgrade(
     axum::extract::Path(conversation_id): axum::extract::Path<String>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let identity = match authenticate(&state.verifier, &headers, &query, None) {
+    let identity = match authenticate_acting(
+        &state.verifier,
+        &headers,
+        &query,
+        None,
+        &state.config.cors_origins,
+    ) {
         Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
     };
@@ -123,17 +145,16 @@ pub async fn conversation_upgrade(
         Ok(_) => return forbidden(),
         Err(unavailable) => return unavailable,
     }
-    if at_socket_limit(&state, &identity) {
-        let error = serde_json::json!({"error": TOO_MANY_SOCKETS});
-        return (axum::http::StatusCode::TOO_MANY_REQUESTS, axum::Json(error)).into_response();
-    }
+    let Some(slot) = socket_slot(&state, &identity) else {
+        return too_many_sockets();
+    };
     let dialect: Arc<dyn Dialect> = Arc::new(ConversationSocket::new(session_id));
     upgrade
         .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(TRANSPORT_LIMIT)
         .max_frame_size(TRANSPORT_LIMIT)
-        .on_upgrade(move |socket| run(state, identity, socket, Some(dialect)))
+        .on_upgrade(move |socket| run(state, identity, socket, Some(dialect), slot))
 }
 
 /// Per-socket state the frame handling needs.
@@ -149,6 +170,8 @@ pub(crate) struct Connection {
     identity_headers: HeaderMap,
     /// Frames this socket may still send now (all but ping, typing and location).
     bucket: TokenBucket,
+    /// Bytes of frames this socket may still send now (every frame but ping).
+    bytes: TokenBucket,
     /// Since when this socket's frames have been over the limit.
     abuse: Abuse,
     typing: Coalescer,
@@ -200,6 +223,8 @@ async fn run(
     identity: Identity,
     socket: WebSocket,
     dialect: Option<Arc<dyn Dialect>>,
+    // Held until the socket closes: its place under the per-user cap.
+    _slot: crate::registry::SocketSlot,
 ) {
     let Opened {
         conn_id,
@@ -237,6 +262,7 @@ async fn run(
 
     loop {
         let held_due = connection.held_due();
+        let expires = connection.token_expiry();
         tokio::select! {
             incoming = stream.next() => {
                 let message = match incoming {
@@ -253,9 +279,13 @@ async fn run(
                 last_heard = Instant::now();
                 match message {
                     Message::Text(text) => Box::pin(connection.on_client_text(text)).await,
-                    Message::Binary(_) => {
+                    Message::Binary(bytes) => {
                         state.stats.frame_in();
-                        connection.reply(&Event::error(errors::INVALID_JSON, None, None)).await;
+                        let answer = match connection.admit_bytes(bytes.len(), 1).await {
+                            Some(refusal) => refusal,
+                            None => Event::error(errors::INVALID_JSON, None, None),
+                        };
+                        connection.reply(&answer).await;
                     }
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => {}
@@ -283,6 +313,12 @@ async fn run(
             }
             // A coalesced typing or location frame whose interval has passed.
             _ = sleep_until(held_due), if held_due.is_some() => Box::pin(connection.publish_held()).await,
+            // The token ran out and no `auth_refresh` came: the socket's user is no longer vouched for.
+            _ = tokio::time::sleep_until(expires.into()), if !restarting => {
+                connection.reply(&Event::error(errors::TOKEN_EXPIRED, None, None)).await;
+                connection.close(close_code::POLICY, "token expired").await;
+                restarting = true;
+            }
             _ = ticker.tick() => {
                 let silent = last_heard.elapsed();
                 if silent >= idle_limit {
@@ -427,6 +463,11 @@ impl Connection {
                 config.ws_rate_burst.max(1.0),
                 Instant::now(),
             ),
+            bytes: TokenBucket::new(
+                config.ws_rate_bytes_per_sec,
+                config.ws_rate_bytes_per_sec * 4.0,
+                Instant::now(),
+            ),
             abuse: Abuse::default(),
             typing: Coalescer::new(interval_of(config.ws_rate_typing_per_sec)),
             location: Coalescer::new(interval_of(config.ws_rate_location_per_sec)),
@@ -436,6 +477,48 @@ impl Connection {
 
     pub(crate) fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// When the socket's token (the one it opened with, or its last `auth_refresh`) runs out,
+    /// leeway included.
+    pub(crate) fn token_expiry(&self) -> Instant {
+        let now_unix = chrono::Utc::now().timestamp();
+        let left = self
+            .identity
+            .expires_at
+            .saturating_add(shared::auth::LEEWAY_SECS as i64)
+            .saturating_sub(now_unix)
+            .max(0);
+        // Far enough for "never" without overflowing an Instant.
+        Instant::now() + Duration::from_secs((left as u64).min(10 * 365 * 24 * 3600))
+    }
+
+    /// `auth_refresh`: a valid token of the same user and role extends the socket's life.
+    fn refresh_token(&mut self, token: &str) -> Event {
+        match self.state.verifier.verify(token) {
+            Ok(fresh)
+                if fresh.user_id == self.identity.user_id && fresh.role == self.identity.role =>
+            {
+                self.identity.expires_at = fresh.expires_at;
+                Event::AuthRefreshed {
+                    exp: fresh.expires_at,
+                }
+            }
+            Ok(_) => Event::error(errors::TOKEN_MISMATCH, Some("auth_refresh"), None),
+            Err(error) => Event::error(error.to_string(), Some("auth_refresh"), None),
+        }
+    }
+
+    /// Takes `frames` tokens of the frame bucket and `length` of the byte budget for a frame
+    /// that is not a native one the judge sees (binary, a dialect's, a Socket.IO request): the
+    /// rate limit's refusal when over either.
+    pub(crate) async fn admit_bytes(&mut self, length: usize, frames: u32) -> Option<Event> {
+        let now = Instant::now();
+        if self.bytes.take_many(now, length as f64) && self.bucket.take_many(now, f64::from(frames))
+        {
+            return None;
+        }
+        self.rate_limited(None, now).await
     }
 
     /// Queues a reply for this socket (waits if the queue is full: back-pressure on this client).
@@ -461,9 +544,18 @@ impl Connection {
         }
         match dialect.inbound(text.as_str()) {
             Ok(Some(native)) => self.on_text(Utf8Bytes::from(native)).await,
-            Ok(None) => self.state.stats.frame_in(),
+            // Frames the dialect ignores or cannot read cost the socket as much as any other.
+            Ok(None) => {
+                self.state.stats.frame_in();
+                if let Some(refusal) = self.admit_bytes(text.len(), 1).await {
+                    self.reply(&refusal).await;
+                }
+            }
             Err(reason) => {
                 self.state.stats.frame_in();
+                if let Some(refusal) = self.admit_bytes(text.len(), 1).await {
+                    return self.reply(&refusal).await;
+                }
                 let _ = self
                     .outbound
                     .send(Outgoing::Frame(Utf8Bytes::from(dialect.error(&reason))))
@@ -513,22 +605,40 @@ impl Connection {
             }
             other => other,
         };
+        // Every frame but `ping` costs its bytes and a token (`resume`, which makes the workers
+        // read and send up to a page of messages, costs ten).
         match &verdict {
             Verdict::Ping => {}
-            Verdict::Publish { kind, .. } if !self.bucket.take(now) => {
-                let kind = *kind;
-                return self.rate_limited(Some(kind.name().to_owned()), now).await;
+            Verdict::Publish { kind, .. } => {
+                let cost = if *kind == FrameKind::Resume {
+                    10.0
+                } else {
+                    1.0
+                };
+                if !self.within_limits(now, text.len(), cost) {
+                    let kind = *kind;
+                    return self.rate_limited(Some(kind.name().to_owned()), now).await;
+                }
             }
-            Verdict::Refuse { request_type, .. } if !self.bucket.take(now) => {
-                let request_type = request_type.clone();
-                return self.rate_limited(request_type, now).await;
+            Verdict::AuthRefresh { .. } => {
+                if !self.within_limits(now, text.len(), 1.0) {
+                    return self
+                        .rate_limited(Some(String::from("auth_refresh")), now)
+                        .await;
+                }
             }
-            _ => {}
+            Verdict::Refuse { request_type, .. } => {
+                if !self.within_limits(now, text.len(), 1.0) {
+                    let request_type = request_type.clone();
+                    return self.rate_limited(request_type, now).await;
+                }
+            }
         }
         match verdict {
             Verdict::Ping => Some(Event::Pong {
                 timestamp: shared::time::now(),
             }),
+            Verdict::AuthRefresh { token } => Some(self.refresh_token(&token)),
             Verdict::Refuse {
                 error,
                 request_type,
@@ -545,6 +655,18 @@ impl Connection {
                 durable,
             } => self.publish_or_refuse(kind, subject, durable, text).await,
         }
+    }
+
+    /// Takes `cost` frame tokens and `length` bytes if both budgets have them (nothing is taken
+    /// otherwise).
+    fn within_limits(&mut self, now: Instant, length: usize, cost: f64) -> bool {
+        if !self.bytes.has(now, length as f64) {
+            return false;
+        }
+        if !self.bucket.take_many(now, cost) {
+            return false;
+        }
+        self.bytes.take_many(now, length as f64)
     }
 
     /// Takes one request that is not a native frame (a Socket.IO room join) from the socket's
@@ -567,7 +689,7 @@ impl Connection {
                 subject,
                 durable,
             } => self.publish_or_refuse(kind, subject, durable, text).await,
-            Verdict::Ping | Verdict::Refuse { .. } => None,
+            Verdict::Ping | Verdict::AuthRefresh { .. } | Verdict::Refuse { .. } => None,
         }
     }
 

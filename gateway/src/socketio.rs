@@ -4,7 +4,9 @@
 //! it unchanged) and its client events become native frames that go through the very frame
 //! handling of `socket::Connection` (judge, limits, identity headers, subjects). What is Socket.IO's
 //! own lives here: the handshake's token, rooms (the sessions a socket joined, checked with the
-//! workers like seed 002's handshake), acknowledgements, and emitting. The vocabularies
+//! workers like seed 002's handshake; a room's chat is shown only once it is joined, so joining
+//! asks the chat worker for the session's messages the socket missed, the re-send on connect
+//! having come before any room), acknowledgements, and emitting. The vocabularies
 //! themselves are `gateway::dialects::socketio`.
 //!
 //! Order: socketioxide runs each event handler in a task of its own, which would let a client's
@@ -54,6 +56,9 @@ pub fn layer(state: SharedState) -> (socketioxide::layer::SocketIoLayer, SocketI
 #[derive(Clone)]
 struct Admitted {
     identity: Identity,
+    /// The socket's place under the per-user cap, taken at the handshake; the socket's task
+    /// holds it until it ends.
+    slot: Arc<Mutex<Option<crate::registry::SocketSlot>>>,
     events: Arc<Mutex<Option<mpsc::Receiver<Work>>>>,
     closed: Arc<Notify>,
     sender: mpsc::Sender<Work>,
@@ -80,12 +85,18 @@ async fn admit(
             .verifier
             .verify(&token)
             .map_err(|error| error.to_string())?,
-        None => crate::auth::authenticate(&state.verifier, &parts.headers, &query, None)
-            .map_err(|refusal| refusal.message())?,
+        None => crate::auth::authenticate_acting(
+            &state.verifier,
+            &parts.headers,
+            &query,
+            None,
+            &state.config.cors_origins,
+        )
+        .map_err(|refusal| refusal.message())?,
     };
-    if socket::at_socket_limit(&state, &identity) {
+    let Some(slot) = socket::socket_slot(&state, &identity) else {
         return Err(String::from(socket::TOO_MANY_SOCKETS));
-    }
+    };
     let (sender, receiver) = mpsc::channel(EVENT_QUEUE);
     let closed = Arc::new(Notify::new());
     socket.on_fallback(InOrder {
@@ -97,6 +108,7 @@ async fn admit(
     });
     socket.extensions.insert(Admitted {
         identity,
+        slot: Arc::new(Mutex::new(Some(slot))),
         events: Arc::new(Mutex::new(Some(receiver))),
         closed,
         sender,
@@ -200,6 +212,8 @@ struct PendingAck {
 struct Rooms {
     joined: Mutex<HashMap<String, Vocabulary>>,
     pending: Mutex<Vec<PendingAck>>,
+    /// The socket they belong to, which a join asks the chat worker to send what it missed.
+    conn_id: Arc<str>,
 }
 
 impl Rooms {
@@ -236,8 +250,10 @@ async fn serve(
         identity,
         closed,
         sender: on_behalf,
+        slot,
         ..
     } = admitted;
+    let _slot = lock(&slot).take();
     let Opened {
         conn_id,
         registration,
@@ -245,7 +261,10 @@ async fn serve(
         queued,
         evict,
     } = Box::pin(socket::open(&state, &identity)).await;
-    let rooms = Arc::new(Rooms::default());
+    let rooms = Arc::new(Rooms {
+        conn_id: conn_id.clone(),
+        ..Rooms::default()
+    });
     let mut emitter = tokio::spawn(emit_events(
         socket.clone(),
         queued,
@@ -273,7 +292,11 @@ async fn serve(
                         }
                         Err(reason) => {
                             state.stats.frame_in();
-                            answer_error(&socket, ack, &reason);
+                            // An event that is refused costs like any other.
+                            match connection.admit(&event).await {
+                                Some(refusal) => answer_event(&socket, ack, refusal),
+                                None => answer_error(&socket, ack, &reason),
+                            }
                         }
                     }
                 }
@@ -289,6 +312,8 @@ async fn serve(
                 break;
             }
             _ = socket::sleep_until(held_due), if held_due.is_some() => Box::pin(connection.publish_held()).await,
+            // The handshake's token ran out: the user is no longer vouched for.
+            _ = tokio::time::sleep_until(connection.token_expiry().into()) => break,
         }
     }
     state.stats.connection_closed(connection.identity().role);
@@ -323,6 +348,10 @@ async fn handle(
         }
         Request::Leave { session_id } => {
             state.stats.frame_in();
+            // A leave costs like a join: a join/leave loop must not be free.
+            if let Some(refusal) = connection.admit(event).await {
+                return answer_event(socket, ack, refusal);
+            }
             lock(&rooms.joined).remove(&session_id.to_string());
             answer_ok(ack);
         }
@@ -376,7 +405,8 @@ fn answer_event(socket: &Socket<LocalAdapter>, ack: Option<AckSender>, answer: E
 }
 
 /// Joins a session's room if the workers say the user takes part in it: `joined_chat` (seed
-/// 004), then a `user_joined` for each other participant online now.
+/// 004), then a `user_joined` for each other participant online now, then the session's messages
+/// not yet delivered to the user.
 async fn join(
     state: &SharedState,
     socket: &SocketRef,
@@ -426,6 +456,32 @@ async fn join(
         &timestamp,
     ) {
         let _ = socket.emit("user_joined", &online);
+    }
+    ask_for_missed(state, identity, &rooms.conn_id, session_id).await;
+}
+
+/// Asks the chat worker for the session's messages this socket missed (`session.<id>.joined`,
+/// with the identity headers of a frame). The re-send on connect came before the room existed,
+/// and a room's chat is shown only once it is joined: the worker answers to this socket only,
+/// and the emitter shows (and acknowledges) them like any chat message of the room. Best effort
+/// like the connect notice: a lost request is made good by the next join or connection.
+async fn ask_for_missed(
+    state: &SharedState,
+    identity: &Identity,
+    conn_id: &str,
+    session_id: uuid::Uuid,
+) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(shared::headers::USER_ID, identity.user_id.as_str());
+    headers.insert(shared::headers::ROLE, identity.role.as_str());
+    headers.insert(shared::headers::CONN_ID, conn_id);
+    let subject = shared::subjects::session_joined(&session_id);
+    if let Err(error) = state
+        .nats
+        .publish_with_headers(subject, headers, bytes::Bytes::new())
+        .await
+    {
+        tracing::warn!(%error, "cannot ask for a joined room's missed messages");
     }
 }
 

@@ -64,7 +64,13 @@ pub struct Identity {
     pub user_id: String,
     pub role: Role,
     pub name: Option<String>,
+    /// The token's `exp` (unix seconds): a socket opened with it is closed when it passes (plus
+    /// [`LEEWAY_SECS`]) unless the client refreshes it (contract section 12).
+    pub expires_at: i64,
 }
+
+/// How far past `exp` a token is still accepted (clocks of phones and servers differ).
+pub const LEEWAY_SECS: u64 = 30;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -119,7 +125,7 @@ pub struct TokenVerifier {
 impl TokenVerifier {
     pub fn new(secret: &str) -> TokenVerifier {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "sub"]);
         TokenVerifier {
             key: DecodingKey::from_secret(secret.as_bytes()),
@@ -150,6 +156,7 @@ impl TokenVerifier {
             user_id: claims.sub,
             role,
             name: claims.name,
+            expires_at: claims.exp,
         })
     }
 }

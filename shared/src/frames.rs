@@ -28,6 +28,8 @@ pub enum FrameKind {
     FinishService,
     Resume,
     MessagesRead,
+    /// A new token for the socket, before the one it opened with expires (contract section 12).
+    AuthRefresh,
 }
 
 /// Where the gateway sends a frame of a given kind.
@@ -61,6 +63,7 @@ impl FrameKind {
             "finish_service" => FrameKind::FinishService,
             "resume" => FrameKind::Resume,
             "messages_read" => FrameKind::MessagesRead,
+            "auth_refresh" => FrameKind::AuthRefresh,
             _ => return None,
         })
     }
@@ -81,6 +84,7 @@ impl FrameKind {
             FrameKind::FinishService => "finish_service",
             FrameKind::Resume => "resume",
             FrameKind::MessagesRead => "messages_read",
+            FrameKind::AuthRefresh => "auth_refresh",
         }
     }
 
@@ -95,6 +99,7 @@ impl FrameKind {
             | FrameKind::CancelConnection
             | FrameKind::FinishService => role != Role::Mediator,
             FrameKind::Ping
+            | FrameKind::AuthRefresh
             | FrameKind::ChatMessage
             | FrameKind::MessageDelivered
             | FrameKind::MessageRead
@@ -106,7 +111,7 @@ impl FrameKind {
 
     pub fn route(self) -> Route {
         match self {
-            FrameKind::Ping => Route::Gateway,
+            FrameKind::Ping | FrameKind::AuthRefresh => Route::Gateway,
             FrameKind::WorkResponse => Route::Work,
             FrameKind::LocationUpdate => Route::Session(Topic::Location),
             FrameKind::MediumSelection | FrameKind::MediumShare => Route::Session(Topic::Mediums),
@@ -353,6 +358,10 @@ pub enum Event {
     Pong {
         timestamp: String,
     },
+    /// The socket's token was replaced: it stays open until `exp` (unix seconds) plus the leeway.
+    AuthRefreshed {
+        exp: i64,
+    },
     WorkAssigned {
         work_id: i64,
         seeker_name: Option<String>,
@@ -491,7 +500,7 @@ pub enum Event {
         timestamp: String,
     },
     /// The answer to `resume`: the snapshot, and whether more missed messages follow a `resume`
-    /// from the last `seq` of this answer (at most `RESUME_PAGE` come at once).
+    /// from the last `seq` of this answer (a page holds at most 200 messages and 256 KiB).
     SessionState {
         #[serde(flatten)]
         snapshot: SessionSnapshot,
@@ -548,6 +557,9 @@ pub mod errors {
     pub const UNAVAILABLE: &str = "service temporarily unavailable, please retry";
     pub const SERVER_BUSY: &str = "server busy, please retry";
     pub const RATE_LIMITED: &str = "rate limit exceeded";
+    pub const TOKEN_REQUIRED: &str = "token is required";
+    pub const TOKEN_EXPIRED: &str = "token expired";
+    pub const TOKEN_MISMATCH: &str = "token does not match this socket";
 
     pub fn not_allowed_for_role(kind: &str, role: &str) -> String {
         format!("{kind} is not allowed for a {role}")

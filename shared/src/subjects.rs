@@ -10,6 +10,7 @@
 //! | `user.<user_id>.connected` | gateway -> lifecycle (a socket opened: replay pending orders) |
 //! | `session.<session_id>.ended` | lifecycle -> distance, chat (the session was cancelled or finished) |
 //! | `session.<session_id>.changed` | lifecycle -> chat (a mediator joined or left: its participants changed) |
+//! | `session.<session_id>.joined` | gateway -> chat (a Socket.IO socket joined the session's room: re-send it what it missed there) |
 //! | `api.<resource>.<verb>` | gateway -> workers, request/reply |
 //!
 //! In the `INBOUND` stream every inbound subject gains a fourth token, its partition: the stream's
@@ -113,6 +114,16 @@ pub fn session_changed(session_id: &Uuid) -> String {
 }
 
 pub const SESSIONS_CHANGED: &str = "session.*.changed";
+
+/// A Socket.IO socket joined the session's room (headers `user-id`, `role`, `conn-id`, as on a
+/// frame): the chat worker sends that socket the session's messages not yet delivered to the
+/// user. The re-send on connect came before the room existed, and the gateway shows a Socket.IO
+/// client only the chat of the rooms it joined.
+pub fn session_joined(session_id: &Uuid) -> String {
+    format!("session.{session_id}.joined")
+}
+
+pub const SESSIONS_JOINED: &str = "session.*.joined";
 
 /// The session id of a `session.<id>.<anything>` subject.
 pub fn session_id_of(subject: &str) -> Option<Uuid> {

@@ -9,9 +9,11 @@
 //!   bench soak      ten minutes of chat at 1,000 msg/s beside 2,000 idle sockets: memory stays flat
 //!   bench inbox     the inbox of a seeker with 2,000 ended sessions: latency and query plan
 //!   bench rolling   every gateway and worker restarted in turn under 1,000 msg/s: lost, delays
+//!   bench abuse     one attacker per attack of issue 21 beside 100 pairs chatting at 200 msg/s
 //!   bench chaos     10 minutes at 500 msg/s with workers SIGKILLed every 3 s, NATS restarted,
 //!                   Postgres cut and made read-only: lost, duplicated, reordered, dead-lettered
 
+mod abuse;
 mod chaos;
 mod chat;
 mod crowd;
@@ -95,9 +97,10 @@ async fn main() -> anyhow::Result<()> {
         "inbox" => inbox::run().await,
         "rolling" => rolling::run().await,
         "chaos" => chaos::run().await,
+        "abuse" => abuse::run().await,
         _ => {
             eprintln!(
-                "usage: bench chat|distance|sockets|inbox|soak|crowd|rolling|chaos  (scripts/bench.sh runs the first four)"
+                "usage: bench chat|distance|sockets|inbox|soak|crowd|rolling|chaos|abuse  (scripts/bench.sh runs the first four)"
             );
             std::process::exit(2);
         }

@@ -50,12 +50,17 @@ impl Client {
         Client::connect_url_with_headers(url, &headers).await
     }
 
+    /// [`Client::connect_url`] for a task of its own (the URL moved in).
+    pub async fn connect_url_owned(url: String) -> Result<Client, Refused> {
+        Client::connect_url(&url, None).await
+    }
+
     /// Connects to `url` sending `cookie` (a browser's `Cookie` header).
     pub async fn connect_url_with_cookie(url: &str, cookie: &str) -> Result<Client, Refused> {
         Client::connect_url_with_headers(url, &[("cookie", cookie)]).await
     }
 
-    async fn connect_url_with_headers(
+    pub async fn connect_url_with_headers(
         url: &str,
         headers: &[(&str, &str)],
     ) -> Result<Client, Refused> {
@@ -91,6 +96,13 @@ impl Client {
     pub async fn send_text(&mut self, text: &str) {
         self.socket
             .send(Message::text(text))
+            .await
+            .expect("socket accepts the frame");
+    }
+
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        self.socket
+            .send(Message::binary(bytes.to_vec()))
             .await
             .expect("socket accepts the frame");
     }

@@ -50,6 +50,7 @@ impl StackOptions {
             .env("WS_RATE_BURST", "1000000")
             .env("WS_RATE_TYPING_PER_SEC", "1000000")
             .env("WS_RATE_LOCATION_PER_SEC", "1000000")
+            .env("WS_RATE_BYTES_PER_SEC", "1000000000")
             .env("GATEWAY_REST_RATE_PER_SEC", "0")
     }
 

@@ -175,12 +175,21 @@ async fn a_seed_002_handshake_is_refused_to_strangers_and_unknown_conversations(
             .map(|refused| refused.status),
         Some(401)
     );
-    // The token may come as a cookie, as browsers of the seed's front-end send it.
+    // The token may come as a cookie, as browsers of the seed's front-end send it, from a page
+    // of the gateway's own origin (or one of GATEWAY_CORS_ORIGINS); a foreign page's is refused.
     let token = stack.token("prov1", Role::Provider);
+    let cookie = format!("theme=dark; token={token}");
+    let foreign = Client::connect_url_with_headers(
+        &url,
+        &[("cookie", &cookie), ("origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(foreign.err().map(|refused| refused.status), Some(403));
+    let own = format!("http://{}", stack.gateway);
     let mut by_cookie =
-        Client::connect_url_with_cookie(&url, &format!("theme=dark; token={token}"))
+        Client::connect_url_with_headers(&url, &[("cookie", &cookie), ("origin", &own)])
             .await
-            .expect("a cookie token is accepted");
+            .expect("a cookie token is accepted from the gateway's own page");
     by_cookie
         .send(json!({"message": "by cookie", "type": "TEXT"}))
         .await;

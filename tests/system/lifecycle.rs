@@ -516,7 +516,13 @@ async fn two_racing_accepts_create_one_session() {
 
 #[tokio::test]
 async fn two_lifecycle_instances_handle_each_frame_once() {
-    let mut stack = lifecycle_stack().await;
+    // Ten pending orders of one seeker: above the default cap (contract section 12).
+    let mut stack = TestStack::with(
+        StackOptions::default()
+            .only(&["lifecycle"])
+            .env("WORK_ORDER_MAX_PENDING", "10"),
+    )
+    .await;
     stack.start_worker("lifecycle");
     let mut seeker = stack.connect("seek1", Role::Seeker).await;
     let mut orders = Vec::new();

@@ -1,5 +1,6 @@
 //! System tests: the real gateway, workers, nats-server and Postgres, driven as clients.
 
+mod abuse;
 mod authorization;
 mod chat;
 mod conversations;
@@ -12,4 +13,6 @@ mod limits;
 mod mediums;
 mod operations;
 mod presence;
+mod resends;
 mod runtime;
+mod work_orders_abuse;

@@ -1,7 +1,8 @@
 //! `user.<id>.connected`: the gateway announces each socket that opens (and every socket again
 //! after its NATS connection comes back). Several worker kinds answer it (lifecycle replays pending
 //! work orders, chat re-sends undelivered messages), each in its own queue group; this reads the
-//! notice once for all of them.
+//! notice once for all of them, and `session.<id>.joined` (a Socket.IO socket joined a room),
+//! which names a socket the same way.
 
 use futures::StreamExt;
 use shared::auth::Role;
@@ -47,16 +48,33 @@ where
     F: Fn(Connected) -> Answer + Clone + Send + 'static,
     Answer: Future<Output = ()> + Send + 'static,
 {
-    let mut notices = nats
-        .queue_subscribe(USERS_CONNECTED, queue.to_owned())
-        .await?;
+    serve_notices(nats, USERS_CONNECTED, queue, move |connected, _| {
+        answer.clone()(connected)
+    })
+    .await
+}
+
+/// Answers every notice on `subject` (a wildcard) that names a socket as `user.<id>.connected`
+/// does, with the notice's own subject (`session.<id>.joined` names its session there); bounded
+/// like `serve`.
+pub async fn serve_notices<F, Answer>(
+    nats: async_nats::Client,
+    subject: &'static str,
+    queue: &str,
+    answer: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(Connected, &str) -> Answer + Clone + Send + 'static,
+    Answer: Future<Output = ()> + Send + 'static,
+{
+    let mut notices = nats.queue_subscribe(subject, queue.to_owned()).await?;
     let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     while let Some(notice) = notices.next().await {
         if let Some(connected) = Connected::from_headers(notice.headers.as_ref()) {
             let Ok(turn) = turns.clone().acquire_owned().await else {
                 break;
             };
-            let answered = answer.clone()(connected);
+            let answered = answer.clone()(connected, notice.subject.as_str());
             tokio::spawn(async move {
                 answered.await;
                 drop(turn);

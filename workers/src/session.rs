@@ -149,23 +149,25 @@ impl SessionRow {
         snapshot
     }
 
-    /// The snapshot as `viewer` may see it (the rating only for the seeker).
+    /// The snapshot as `viewer` may see it (the rating only for the seeker; the parties' mediums,
+    /// phone numbers, never for a mediator: contract section 12).
     pub fn snapshot(&self, viewer: Role) -> SessionSnapshot {
         let seeker_view = viewer == Role::Seeker;
+        let party_view = viewer != Role::Mediator;
+        let mediums = |selected: &Option<serde_json::Value>| {
+            selected
+                .clone()
+                .filter(|_| party_view)
+                .unwrap_or(serde_json::Value::Null)
+        };
         SessionSnapshot {
             session_id: self.session_id,
             work_id: self.work_id,
             connection_state: self.connection_state.clone(),
             distance_meters: self.current_distance_meters,
             distance_formatted: self.current_distance_meters.map(geo::format_away),
-            seeker_mediums: self
-                .seeker_selected_mediums
-                .clone()
-                .unwrap_or(serde_json::Value::Null),
-            provider_mediums: self
-                .provider_selected_mediums
-                .clone()
-                .unwrap_or(serde_json::Value::Null),
+            seeker_mediums: mediums(&self.seeker_selected_mediums),
+            provider_mediums: mediums(&self.provider_selected_mediums),
             chat_started_at: self.chat_started_at.map(shared::time::rfc3339),
             cancelled_by: self.cancelled_by.clone(),
             completed_by: self.completed_by.clone(),

@@ -26,6 +26,10 @@ struct Config {
     /// reconnect within it sends no presence event).
     #[arg(long, env = "PRESENCE_GRACE_SECS", default_value_t = 5.0)]
     presence_grace_secs: f64,
+    /// Pending work orders one seeker may hold in all (besides one per provider); one more is
+    /// answered 409 "too many pending work orders".
+    #[arg(long, env = "WORK_ORDER_MAX_PENDING", default_value_t = 5)]
+    work_order_max_pending: u32,
 }
 
 #[tokio::main]
@@ -46,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
         chat_retention: Duration::from_secs(config.chat_retention_secs),
         presence,
         presence_grace: Duration::from_secs_f64(config.presence_grace_secs.max(0.0)),
+        work_order_max_pending: i64::from(config.work_order_max_pending),
     };
     let (stop, stopping) = workers::startup::stop_signal();
     workers::startup::run_until_stopped(lifecycle::run(worker, config.worker, stopping), stop).await

@@ -45,6 +45,8 @@ pub struct ReceiptTarget {
     pub provider_id: String,
     pub mediator_id: Option<String>,
     pub connection_state: String,
+    /// The session's unresolved dispute: its chat (receipts included) goes on after the end.
+    pub dispute_id: Option<Uuid>,
 }
 
 struct NewMessage {
@@ -59,6 +61,13 @@ struct NewMessage {
     created_at: DateTime<Utc>,
 }
 
+/// When each party acknowledged one of the mediator's messages (each has its own devices).
+#[derive(Clone, Copy, Default)]
+struct PartyDeliveries {
+    seeker: Option<DateTime<Utc>>,
+    provider: Option<DateTime<Utc>>,
+}
+
 #[derive(Default)]
 pub struct ChatBatch {
     sessions: HashMap<Uuid, SessionRow>,
@@ -67,6 +76,8 @@ pub struct ChatBatch {
     new_messages: Vec<NewMessage>,
     /// message id -> (status, when), the latest wins.
     status_changes: HashMap<Uuid, (&'static str, DateTime<Utc>)>,
+    /// A mediator's message id -> when the seeker's and the provider's receipts said they have it.
+    party_deliveries: HashMap<Uuid, PartyDeliveries>,
     /// (session, typist, the other participants) whose typing indicators the batch's messages
     /// clear.
     pub typing_clears: Vec<(Uuid, Role, Vec<String>)>,
@@ -115,7 +126,7 @@ impl ChatBatch {
         if !message_ids.is_empty() {
             let targets = sqlx::query_as::<_, ReceiptTarget>(
                 "SELECT m.message_id, m.session_id, m.sender_type, m.sender_id, m.delivery_status,
-                        s.seeker_id, s.provider_id, s.mediator_id, s.connection_state
+                        s.seeker_id, s.provider_id, s.mediator_id, s.connection_state, s.dispute_id
                  FROM chat_messages m JOIN work_sessions s ON s.session_id = m.session_id
                  WHERE m.message_id = ANY($1) ORDER BY m.message_id FOR UPDATE OF m",
             )
@@ -242,6 +253,17 @@ impl ChatBatch {
         at
     }
 
+    /// Queues that `party` has one of the mediator's messages (a receipt of theirs said so).
+    pub fn delivered_to_party(&mut self, message_id: Uuid, party: Role) {
+        let at = Utc::now();
+        let deliveries = self.party_deliveries.entry(message_id).or_default();
+        match party {
+            Role::Seeker => deliveries.seeker = deliveries.seeker.or(Some(at)),
+            Role::Provider => deliveries.provider = deliveries.provider.or(Some(at)),
+            Role::Mediator => {}
+        }
+    }
+
     /// Writes everything queued so far (before a read that must see it, and at the end).
     pub async fn flush(&mut self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         if !self.new_messages.is_empty() {
@@ -304,6 +326,32 @@ impl ChatBatch {
             .bind(ids)
             .bind(statuses)
             .bind(times)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !self.party_deliveries.is_empty() {
+            let deliveries = std::mem::take(&mut self.party_deliveries);
+            let mut ids = Vec::with_capacity(deliveries.len());
+            let mut seeker_times = Vec::with_capacity(deliveries.len());
+            let mut provider_times = Vec::with_capacity(deliveries.len());
+            for (id, PartyDeliveries { seeker, provider }) in deliveries {
+                ids.push(id);
+                seeker_times.push(seeker);
+                provider_times.push(provider);
+            }
+            sqlx::query(
+                "UPDATE chat_messages SET
+                     seeker_delivered_at = COALESCE(seeker_delivered_at, v.seeker_at),
+                     provider_delivered_at = COALESCE(provider_delivered_at, v.provider_at)
+                 FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[])
+                          AS v(message_id, seeker_at, provider_at)
+                 WHERE chat_messages.message_id = v.message_id
+                   AND ((v.seeker_at IS NOT NULL AND seeker_delivered_at IS NULL)
+                        OR (v.provider_at IS NOT NULL AND provider_delivered_at IS NULL))",
+            )
+            .bind(ids)
+            .bind(seeker_times)
+            .bind(provider_times)
             .execute(&mut *tx)
             .await?;
         }

@@ -1,12 +1,15 @@
 //! The chat worker: `start_chat`, `chat_message`, receipts, `resume` (JetStream, through the
 //! shared runtime), `typing_indicator` (core NATS, state in the `typing` KV bucket), the re-sending
-//! of undelivered messages to a socket that connects (`connected`) and the history REST route. This file wires subjects and frame types to their modules.
+//! of undelivered messages to a socket that connects or a Socket.IO socket that joins a session's
+//! room (`connected`; pages aimed at one socket are bounded by `page`) and the history REST route.
+//! This file wires subjects and frame types to their modules.
 
 mod batch;
 mod chat_message;
 mod connected;
 mod conversations;
 mod history;
+mod page;
 mod read_up_to;
 mod receipts;
 mod resume;

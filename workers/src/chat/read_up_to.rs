@@ -3,7 +3,8 @@
 //! with `seq <= up_to_seq` not yet read becomes read (delivered implied); each sender whose
 //! messages changed gets one `messages_read` event, and no per-message `message_status_update`.
 //! Nothing changed, no event. Works on ended sessions too (their chat is still in the inbox until
-//! it expires); the socket path has them closed anyway.
+//! it expires); the socket path has them closed anyway. A party's read also records that this
+//! party has the mediator's messages it covers (each party's own, for the re-sends).
 
 use super::batch::ChatBatch;
 use crate::api_server::Caller;
@@ -43,6 +44,7 @@ async fn mark_read(
     .await?;
     senders.sort();
     senders.dedup();
+    mediator_messages_delivered(tx, session_id, reader, up_to_seq).await?;
     let event = Event::MessagesRead {
         session_id,
         reader_role: reader,
@@ -53,6 +55,35 @@ async fn mark_read(
         .iter()
         .map(|(sender_id, _)| Delivery::to_user(sender_id, &event))
         .collect())
+}
+
+/// The mediator's messages up to `up_to_seq` are the reading party's now: a read implies delivery,
+/// and the mediator's one status may have been moved by the other party already.
+async fn mediator_messages_delivered(
+    tx: &mut PgConnection,
+    session_id: Uuid,
+    reader: Role,
+    up_to_seq: i64,
+) -> Result<(), sqlx::Error> {
+    let query = match reader {
+        Role::Seeker => {
+            "UPDATE chat_messages SET seeker_delivered_at = now()
+             WHERE session_id = $1 AND seq <= $2 AND sender_type = 'mediator'
+               AND seeker_delivered_at IS NULL"
+        }
+        Role::Provider => {
+            "UPDATE chat_messages SET provider_delivered_at = now()
+             WHERE session_id = $1 AND seq <= $2 AND sender_type = 'mediator'
+               AND provider_delivered_at IS NULL"
+        }
+        Role::Mediator => return Ok(()),
+    };
+    sqlx::query(query)
+        .bind(session_id)
+        .bind(up_to_seq)
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 /// Moves how far the session's mediator has read (never back).

@@ -3,7 +3,10 @@
 //! one `message_status_update`. Repeats and late `delivered`s are ignored silently. For anyone but
 //! the recipient the message does not exist. Receipts stay between seeker and provider (contract
 //! section 10): a mediator's are accepted and change nothing, and a party's receipt on a
-//! mediator's message moves its status silently (one status, shared by both parties).
+//! mediator's message moves its status silently (one status, shared by both parties) and records
+//! that this party has it, so the re-sends skip it for this party only (section 12). Like the
+//! chat, receipts go on after the end while a dispute is unresolved (the re-sends cover those
+//! sessions, and a refused receipt would have the message re-sent at every connection).
 
 use super::batch::ChatBatch;
 use crate::outbox::Outbox;
@@ -73,6 +76,9 @@ pub fn handle(
             if Status::parse(&target.delivery_status) < wanted {
                 batch.set_status(message_id, wanted.as_str());
             }
+            if target.sender_type == Role::Mediator.as_str() {
+                batch.delivered_to_party(message_id, sender.role);
+            }
             return Ok(());
         }
         _ => return Err(not_found()),
@@ -80,7 +86,9 @@ pub fn handle(
     if sender.role != recipient_role || !is_party_of_session {
         return Err(not_found());
     }
-    if !matches!(target.connection_state.as_str(), "waiting" | "active") {
+    if !matches!(target.connection_state.as_str(), "waiting" | "active")
+        && target.dispute_id.is_none()
+    {
         return Err(FrameError::refused(
             errors::SESSION_ENDED,
             Some(target.session_id),

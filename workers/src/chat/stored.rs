@@ -8,14 +8,24 @@ use shared::frames::{Content, Event, MessageKind};
 use sqlx::FromRow;
 use uuid::Uuid;
 
+/// Every column a [`StoredMessage`] reads.
+#[macro_export]
+macro_rules! stored_message_columns {
+    () => {
+        "message_id, session_id, seq, sender_type, message_text, delivery_status, \
+         client_message_id, created_at, kind, latitude, longitude, url, file_name, size_bytes, \
+         mime_type"
+    };
+}
+
 /// `SELECT` of every column a [`StoredMessage`] reads, followed by `$tail`.
 #[macro_export]
 macro_rules! stored_message_select {
     ($tail:literal) => {
         concat!(
-            "SELECT message_id, session_id, seq, sender_type, message_text, delivery_status, \
-             client_message_id, created_at, kind, latitude, longitude, url, file_name, \
-             size_bytes, mime_type FROM chat_messages ",
+            "SELECT ",
+            $crate::stored_message_columns!(),
+            " FROM chat_messages ",
             $tail
         )
     };

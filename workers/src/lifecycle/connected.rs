@@ -1,7 +1,8 @@
 //! `user.<id>.connected`: the gateway announces each new socket. The user is recorded, and a
 //! provider's socket gets `work_assigned` again for each order still pending, so no order is missed
-//! while they were offline. Core NATS in the lifecycle queue group: if this notice is lost, the
-//! next connection replays again.
+//! while they were offline: the 20 newest at most (contract section 12: a crowd of seekers cannot
+//! flood one socket), sent oldest first among them, the order they were made in. Core NATS in the
+//! lifecycle queue group: if this notice is lost, the next connection replays again.
 
 use super::work_assigned;
 use crate::connections::{self, Connected};

@@ -2,6 +2,7 @@
 //! seeker may add a private rating (1-5 stars, a description), which a provider's frame cannot
 //! set. Search statuses stay off. Both get `service_finished`, then both parties' sockets close.
 
+use super::text;
 use crate::outbox::Outbox;
 use crate::runtime::{FrameError, Sender};
 use crate::session;
@@ -40,8 +41,13 @@ impl Rating {
         };
         let description = match self.description {
             None | Some(Value::Null) => None,
-            Some(Value::String(text)) if text.chars().count() <= MAX_DESCRIPTION_CHARS => {
-                Some(text)
+            Some(Value::String(description))
+                if description.chars().count() <= MAX_DESCRIPTION_CHARS =>
+            {
+                // Postgres would refuse the update; the seeker must hear which field.
+                text::refuse_nul("rating_description", Some(&description))
+                    .map_err(|error| FrameError::refused(error, Some(session_id)))?;
+                Some(description)
             }
             Some(_) => {
                 return Err(FrameError::refused(

@@ -10,6 +10,7 @@ pub mod presence;
 mod profile;
 mod search_status;
 mod sessions;
+mod text;
 mod work_assigned;
 mod work_orders;
 mod work_response;
@@ -36,6 +37,8 @@ pub struct Lifecycle {
     pub presence: async_nats::jetstream::kv::Store,
     /// How long a participant's last socket stays closed before they count as offline.
     pub presence_grace: Duration,
+    /// Pending work orders one seeker may hold in all (one more is 409).
+    pub work_order_max_pending: i64,
 }
 
 impl FrameHandler for Lifecycle {

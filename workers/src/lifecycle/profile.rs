@@ -1,6 +1,7 @@
 //! `GET/PUT /api/me/profile`: `{name, mobile, profile_pic?}`; mobile is exactly 10 digits. A user
 //! who never stored one reads `{name: <the token's name or null>, mobile: null, profile_pic: null}`.
 
+use super::text;
 use crate::api_server::Caller;
 use serde::{Deserialize, Serialize};
 use shared::api::{ApiRequest, ApiResponse};
@@ -57,6 +58,13 @@ pub async fn put(
             ));
         }
     };
+    // Before anything else: Postgres would refuse the row, and the caller must hear which field.
+    if let Err(error) = text::refuse_nul_in(&[
+        ("name", Some(body.name.as_str())),
+        ("profile_pic", body.profile_pic.as_deref()),
+    ]) {
+        return Ok(ApiResponse::error(400, &error));
+    }
     if body.name.trim().is_empty() || body.name.chars().count() > 100 {
         return Ok(ApiResponse::error(422, "name must be 1 to 100 characters"));
     }

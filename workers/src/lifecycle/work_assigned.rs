@@ -70,16 +70,24 @@ pub async fn for_order<'e>(
     Ok(row.map(event))
 }
 
-/// The events for every order still pending for a provider, oldest first.
+/// At most this many pending orders are sent again to a provider who connects (contract section
+/// 12): however many seekers wrote while they were away, one connection never floods the socket.
+pub const REPLAYED_ON_CONNECT: i64 = 20;
+
+/// The events for the newest `REPLAYED_ON_CONNECT` orders still pending for a provider, oldest
+/// first among them (the order they were made in, as they would have arrived live).
 pub async fn pending_for_provider<'e>(
     executor: impl PgExecutor<'e>,
     provider_id: &str,
 ) -> Result<Vec<Event>, sqlx::Error> {
-    let rows = sqlx::query_as::<_, Row>(assigned_select!(
-        "WHERE w.provider_id = $1 AND w.status = 'pending' ORDER BY w.work_id"
+    let mut rows = sqlx::query_as::<_, Row>(assigned_select!(
+        "WHERE w.provider_id = $1 AND w.status = 'pending'
+         ORDER BY w.created_at DESC, w.work_id DESC LIMIT $2"
     ))
     .bind(provider_id)
+    .bind(REPLAYED_ON_CONNECT)
     .fetch_all(executor)
     .await?;
+    rows.reverse();
     Ok(rows.into_iter().map(event).collect())
 }

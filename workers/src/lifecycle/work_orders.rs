@@ -1,7 +1,11 @@
 //! `POST /api/work-orders` (a seeker asks a provider; the provider's sockets get `work_assigned`)
 //! and `GET /api/work-orders/{work_id}` (its seeker or provider only; 404 for anyone else).
+//!
+//! A seeker holds at most one pending order per provider and `WORK_ORDER_MAX_PENDING` in all
+//! (contract section 12), so one seeker cannot flood a provider, or every provider, with orders;
+//! the expiry worker ends the orders nobody answers, which frees their places.
 
-use super::{Lifecycle, work_assigned};
+use super::{Lifecycle, text, work_assigned};
 use crate::api_server::Caller;
 use crate::outbox::{Delivery, publish};
 use serde::Deserialize;
@@ -10,6 +14,9 @@ use shared::auth::is_valid_user_id;
 use shared::geo::Position;
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
+
+/// The answer to an order over either cap (contract section 12).
+const TOO_MANY_PENDING: &str = "too many pending work orders";
 
 #[derive(Deserialize)]
 struct CreateBody {
@@ -32,6 +39,13 @@ pub async fn create(
             "expected {provider_id, service_type, message?, latitude, longitude}",
         ));
     };
+    // Before anything else: Postgres would refuse the insert, and the caller must hear which field.
+    if let Err(error) = text::refuse_nul_in(&[
+        ("service_type", Some(body.service_type.as_str())),
+        ("message", body.message.as_deref()),
+    ]) {
+        return Ok(ApiResponse::error(400, &error));
+    }
     if body.service_type.trim().is_empty() {
         return Ok(ApiResponse::error(422, "service_type is required"));
     }
@@ -59,7 +73,8 @@ pub async fn create(
         Some(Some(true)) => {}
         Some(_) => return Ok(ApiResponse::error(409, "provider is not active")),
     }
-    // Serialises concurrent orders of one seeker with the session check below.
+    // Serialises concurrent orders of one seeker with the session check and the caps below: the
+    // next creation of this seeker counts only after this one committed or rolled back.
     sqlx::query("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE")
         .bind(&caller.user_id)
         .execute(&mut *tx)
@@ -76,6 +91,17 @@ pub async fn create(
             409,
             "you are already in a waiting or active session",
         ));
+    }
+    let (pending_to_provider, pending_in_all): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE provider_id = $2), count(*) FROM work_orders
+         WHERE seeker_id = $1 AND status = 'pending'",
+    )
+    .bind(&caller.user_id)
+    .bind(&body.provider_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if pending_to_provider > 0 || pending_in_all >= lifecycle.work_order_max_pending {
+        return Ok(ApiResponse::error(409, TOO_MANY_PENDING));
     }
     let work_id: i64 = sqlx::query_scalar(
         "INSERT INTO work_orders (seeker_id, provider_id, service_type, message, latitude, longitude)

@@ -385,10 +385,19 @@ async fn apply_on<H: BatchHandler>(
         let stored: Vec<String> = advancing
             .iter()
             .map(|partition| {
+                // Answers to one socket (a `resume` page, an error, a re-send) are not kept: a
+                // client whose answer is lost asks again, and one user's large answers must never
+                // make the partition's row (and every batch that writes it) large.
                 let events: Vec<StoredDelivery> = slot_of
                     .get(&(*partition as u32))
                     .and_then(|slot| new_events.get(*slot))
-                    .map(|events| events.iter().map(StoredDelivery::of).collect())
+                    .map(|events| {
+                        events
+                            .iter()
+                            .filter(|event| event.conn_id.is_none())
+                            .map(StoredDelivery::of)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 serde_json::to_string(&events).unwrap_or_else(|_| String::from("[]"))
             })
