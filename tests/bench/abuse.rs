@@ -121,9 +121,12 @@ pub async fn run() -> anyhow::Result<()> {
                 tokio::spawn(async move {
                     let mut socket = stack.connect("attack-s", Role::Seeker).await;
                     while !stop.load(Ordering::Relaxed) {
-                        socket
-                            .send(json!({"type": "resume", "session_id": session, "last_seq": 0}))
-                            .await;
+                        let resume =
+                            json!({"type": "resume", "session_id": session, "last_seq": 0});
+                        if !socket.try_send(&resume.to_string()).await {
+                            count(&tally, "closed by the gateway");
+                            break;
+                        }
                         while let Some(frame) = socket
                             .find_any(&["session_state", "error"], Duration::from_millis(20))
                             .await

@@ -4,8 +4,15 @@
 //! highest sustained rate, p50/p99 per step and the CPU each process spent per message. A second
 //! ramp has every provider answer each message with `message_delivered` and `message_read`.
 //!
-//! Knobs: BENCH_SESSIONS (50), BENCH_RATES ("1000,2000,3000,5000,7500,10000,12500"),
-//! BENCH_RECEIPT_RATES ("1000,2000,3000,4000,5000"), BENCH_SECONDS (10).
+//! The default shape is real use (issue 19): `BENCH_SESSIONS` (1,000) ordinary conversations with
+//! every socket inside the contract's limits (20 frames/s: 5,000 msg/s is 5 a second per seeker).
+//! `BENCH_SHAPE=hot` keeps the old shape for comparison: 50 sessions, limits raised.
+//! Each step also reports Postgres' WAL bytes per message (`pg_stat_wal`, the whole server) and the
+//! share of `work_sessions` updates that were HOT (`pg_stat_user_tables`, this run's database).
+//!
+//! Knobs: BENCH_SHAPE (realistic), BENCH_SESSIONS (1000, or 50 hot), BENCH_RATES
+//! ("1000,2000,3000,5000,7500,10000"), BENCH_RECEIPT_RATES ("1000,2000,2500,3000,4000"),
+//! BENCH_SECONDS (10).
 
 use crate::{cpu_seconds, cpu_ticks, millis, rss_kib, steal_percent};
 use futures::stream::SplitSink;
@@ -95,6 +102,14 @@ async fn load(sessions: usize) -> anyhow::Result<Load> {
     load_on(TestStack::with(load_options()).await, sessions).await
 }
 
+/// The stack of the realistic shape: the contract's limits, as production runs them.
+fn realistic_options() -> StackOptions {
+    StackOptions::default()
+        .only(&["lifecycle", "chat", "expiry"])
+        .env("WS_IDLE_TIMEOUT_SECS", "3600")
+        .env("RUST_LOG", "warn")
+}
+
 /// `sessions` seeker/provider pairs on `stack` whose providers count what arrives.
 pub async fn load_on(stack: TestStack, sessions: usize) -> anyhow::Result<Load> {
     let shared = Arc::new(Shared {
@@ -150,6 +165,7 @@ pub async fn load_on(stack: TestStack, sessions: usize) -> anyhow::Result<Load> 
         chat: stack.worker_pids("chat").first().copied().unwrap_or(0),
         nats: stack.nats_pid(),
         bench: std::process::id(),
+        database: stack.pool.clone(),
     };
     Ok(Load {
         stack,
@@ -160,18 +176,33 @@ pub async fn load_on(stack: TestStack, sessions: usize) -> anyhow::Result<Load> 
 }
 
 pub async fn run() -> anyhow::Result<()> {
-    let sessions: usize = knob("BENCH_SESSIONS", 50);
+    let hot = std::env::var("BENCH_SHAPE").is_ok_and(|shape| shape == "hot");
+    let sessions: usize = knob("BENCH_SESSIONS", if hot { 50 } else { 1000 });
     let seconds: u64 = knob("BENCH_SECONDS", 10);
-    let plain_rates = rates("BENCH_RATES", "1000,2000,3000,5000,7500,10000,12500");
-    let receipt_rates = rates("BENCH_RECEIPT_RATES", "1000,2000,3000,4000,5000");
+    let plain_rates = rates("BENCH_RATES", "1000,2000,3000,5000,7500,10000");
+    let receipt_rates = rates("BENCH_RECEIPT_RATES", "1000,2000,2500,3000,4000");
+    let options = if hot {
+        load_options()
+    } else {
+        realistic_options()
+    };
+    let setup = Instant::now();
     let Load {
         stack: _stack,
         shared,
         writers,
         pids,
-    } = load(sessions).await?;
+    } = load_on(TestStack::with(options).await, sessions).await?;
     println!(
-        "chat: {sessions} seeker/provider pairs, {seconds} s per step, send -> other party's chat_message"
+        "chat ({} shape): {sessions} seeker/provider pairs{}, {seconds} s per step, send -> other \
+         party's chat_message (set up in {:.0} s)",
+        if hot { "hot" } else { "realistic" },
+        if hot {
+            ", the contract's limits raised"
+        } else {
+            ", every socket inside the contract's limits"
+        },
+        setup.elapsed().as_secs_f64()
     );
     let best = ramp(&shared, &writers, &pids, &plain_rates, seconds, false, true).await;
     shared.receipts.store(true, Ordering::Relaxed);
@@ -235,6 +266,24 @@ pub struct Pids {
     chat: u32,
     nats: u32,
     bench: u32,
+    /// The run's database, for its statistics.
+    database: sqlx::PgPool,
+}
+
+/// Postgres' WAL bytes so far (the whole server), and this database's `work_sessions` updates
+/// (all, HOT).
+async fn database_counters(database: &sqlx::PgPool) -> (i64, i64, i64) {
+    let wal: i64 = sqlx::query_scalar("SELECT wal_bytes::bigint FROM pg_stat_wal")
+        .fetch_one(database)
+        .await
+        .unwrap_or(0);
+    let (updates, hot): (i64, i64) = sqlx::query_as(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'work_sessions'",
+    )
+    .fetch_one(database)
+    .await
+    .unwrap_or((0, 0));
+    (wal, updates, hot)
 }
 
 impl Pids {
@@ -261,7 +310,7 @@ pub async fn ramp(
     ramping: bool,
 ) -> Option<u64> {
     println!(
-        "{:>8} {:>9} {:>7} {:>8} {:>8} {:>9} | {:>8} {:>8} {:>8} {:>8} {:>8} | {:>7} | {:>7} {:>8}",
+        "{:>8} {:>9} {:>7} {:>8} {:>8} {:>9} | {:>8} {:>8} {:>8} {:>8} {:>8} | {:>7} {:>6} | {:>7} | {:>7} {:>8}",
         "rate/s",
         "sent/s",
         "lost",
@@ -273,6 +322,8 @@ pub async fn ramp(
         "nats us",
         "pg us",
         "load us",
+        "WAL B",
+        "HOT %",
         "steal %",
         "gw MiB",
         "chat MiB"
@@ -290,6 +341,7 @@ pub async fn ramp(
         }
         let received_before = shared.received.load(Ordering::Relaxed);
         let cpu_before = pids.cpu();
+        let counters_before = database_counters(&pids.database).await;
         let ticks_before = cpu_ticks();
         let sent = Arc::new(AtomicU64::new(0));
         let interval = Duration::from_secs_f64(sessions as f64 / rate as f64);
@@ -346,6 +398,17 @@ pub async fn ramp(
         };
         let cpu_after = pids.cpu();
         let steal = steal_percent(ticks_before, cpu_ticks());
+        // Postgres publishes its statistics at most once a second.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let counters_after = database_counters(&pids.database).await;
+        let wal_per_message =
+            (counters_after.0 - counters_before.0) as f64 / delivered.max(1) as f64;
+        let updates = counters_after.1 - counters_before.1;
+        let hot_share = if updates > 0 {
+            (counters_after.2 - counters_before.2) as f64 * 100.0 / updates as f64
+        } else {
+            0.0
+        };
         let per_message: Vec<f64> = cpu_before
             .iter()
             .zip(cpu_after.iter())
@@ -353,7 +416,7 @@ pub async fn ramp(
             .collect();
         let lost = sent.saturating_sub(delivered);
         println!(
-            "{:>8} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>9.2} | {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} | {:>7.1} | {:>7.1} {:>8.1}",
+            "{:>8} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>9.2} | {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} | {:>7.0} {:>6.1} | {:>7.1} | {:>7.1} {:>8.1}",
             rate,
             sent as f64 / seconds as f64,
             lost,
@@ -365,6 +428,8 @@ pub async fn ramp(
             per_message[2],
             per_message[3],
             per_message[4],
+            wal_per_message,
+            hot_share,
             steal,
             rss_kib(pids.gateway) as f64 / 1024.0,
             rss_kib(pids.chat) as f64 / 1024.0

@@ -100,6 +100,11 @@ impl Client {
             .expect("socket accepts the frame");
     }
 
+    /// Sends a text frame; false when the socket is closed (a load generator's way to notice).
+    pub async fn try_send(&mut self, text: &str) -> bool {
+        self.socket.send(Message::text(text)).await.is_ok()
+    }
+
     pub async fn send_binary(&mut self, bytes: &[u8]) {
         self.socket
             .send(Message::binary(bytes.to_vec()))
