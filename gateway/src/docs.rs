@@ -24,8 +24,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::rest::list_conversations,
         crate::rest::open_dispute, crate::rest::list_disputes, crate::rest::get_dispute,
         crate::rest::join_dispute, crate::rest::resolve_dispute,
+        crate::stats::health, crate::stats::websocket_stats,
     ),
-    components(schemas(ErrorBody, ProfileBody, ProviderStatusBody, SeekerSearchBody, WorkOrderBody, ReadBody, DisputeBody, ResolutionBody)),
+    components(schemas(crate::stats::Health, crate::stats::SocketStats, crate::stats::SocketsByRole, ErrorBody, ProfileBody, ProviderStatusBody, SeekerSearchBody, WorkOrderBody, ReadBody, DisputeBody, ResolutionBody)),
     modifiers(&BearerToken)
 )]
 pub struct ApiDocument;

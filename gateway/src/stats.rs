@@ -101,43 +101,88 @@ impl Stats {
     }
 }
 
+/// `/health`'s answer.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+pub struct Health {
+    /// `ok`, or `degraded` while NATS is away.
+    pub status: String,
+    /// `connected` or `disconnected`.
+    pub nats: String,
+    /// Sockets open on this gateway.
+    pub connections: i64,
+}
+
+/// `/api/websocket/stats`' answer.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+pub struct SocketStats {
+    pub connections: i64,
+    /// Users with at least one socket here.
+    pub users: usize,
+    pub by_role: SocketsByRole,
+    pub uptime_secs: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+}
+
+#[derive(utoipa::ToSchema, serde::Serialize)]
+pub struct SocketsByRole {
+    pub seeker: i64,
+    pub provider: i64,
+    pub mediator: i64,
+}
+
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    summary = "Whether this gateway runs and reaches NATS (a load balancer's probe)",
+    responses(
+        (status = 200, description = "running, NATS connected", body = Health),
+        (status = 503, description = "running, NATS away", body = Health),
+    )
+)]
 pub async fn health(State(state): State<SharedState>) -> impl IntoResponse {
     let connected = matches!(
         state.nats.connection_state(),
         async_nats::connection::State::Connected
     );
     let connections = state.stats.connections();
-    if connected {
-        (
-            StatusCode::OK,
-            Json(
-                serde_json::json!({"status": "ok", "nats": "connected", "connections": connections}),
-            ),
-        )
+    let (status, health, nats) = if connected {
+        (StatusCode::OK, "ok", "connected")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                serde_json::json!({"status": "degraded", "nats": "disconnected", "connections": connections}),
-            ),
-        )
-    }
+        (StatusCode::SERVICE_UNAVAILABLE, "degraded", "disconnected")
+    };
+    (
+        status,
+        Json(Health {
+            status: health.to_owned(),
+            nats: nats.to_owned(),
+            connections,
+        }),
+    )
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/websocket/stats",
+    tag = "operations",
+    summary = "This gateway's sockets and frames so far",
+    responses((status = 200, description = "the counts", body = SocketStats))
+)]
 pub async fn websocket_stats(State(state): State<SharedState>) -> impl IntoResponse {
     let stats = &state.stats;
-    Json(serde_json::json!({
-        "connections": stats.connections(),
-        "users": state.registry.users(),
-        "by_role": {
-            "seeker": stats.seekers.load(Ordering::Relaxed),
-            "provider": stats.providers.load(Ordering::Relaxed),
-            "mediator": stats.mediators.load(Ordering::Relaxed),
+    Json(SocketStats {
+        connections: stats.connections(),
+        users: state.registry.users(),
+        by_role: SocketsByRole {
+            seeker: stats.seekers.load(Ordering::Relaxed),
+            provider: stats.providers.load(Ordering::Relaxed),
+            mediator: stats.mediators.load(Ordering::Relaxed),
         },
-        "uptime_secs": stats.started.elapsed().as_secs(),
-        "frames_in": stats.frames_in.load(Ordering::Relaxed),
-        "frames_out": stats.frames_out.load(Ordering::Relaxed),
-    }))
+        uptime_secs: stats.started.elapsed().as_secs(),
+        frames_in: stats.frames_in.load(Ordering::Relaxed),
+        frames_out: stats.frames_out.load(Ordering::Relaxed),
+    })
 }
 
 pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {

@@ -606,6 +606,18 @@ async fn the_api_documents_are_served_and_the_openapi_document_names_every_rest_
         let operation = &openapi["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} is not documented");
         assert!(operation["responses"]["401"].is_object(), "{method} {path}");
+        assert!(operation["responses"]["429"].is_object(), "{method} {path}");
+    }
+    // The operators' routes, without a token, with typed answers.
+    let operations = [("get", "/health"), ("get", "/api/websocket/stats")];
+    for (method, path) in operations {
+        let operation = &openapi["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is not documented");
+        assert!(
+            operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+                .is_string(),
+            "{method} {path} has a typed answer"
+        );
     }
     let documented: usize = openapi["paths"]
         .as_object()
@@ -615,7 +627,7 @@ async fn the_api_documents_are_served_and_the_openapi_document_names_every_rest_
         .sum();
     assert_eq!(
         documented,
-        routes.len(),
+        routes.len() + operations.len(),
         "a documented route this test does not know"
     );
     let asyncapi = client
