@@ -267,6 +267,10 @@ function createPane(root, role, { devMode, defaults }) {
   const sessionTitle = h('h3', {}, 'Session');
   const sessionState = h('p', { class: 'session-state' });
   const distance = h('p', { class: 'distance', 'aria-live': 'polite' }, '—');
+  // Section 14: the seeker's banner when the provider arrives (the server says it once per approach).
+  const arrivedText = h('span', { class: 'notice-text' });
+  const arrivedBanner = h('p', { class: 'notice arrived', role: 'status', hidden: true }, arrivedText,
+    h('button', { type: 'button', class: 'link close-arrived', 'aria-label': 'Hide', onclick: () => { arrivedBanner.hidden = true; } }, 'OK'));
   const mediumRows = MEDIUMS.map(([key, name]) => {
     const check = h('input', { type: 'checkbox', name: key, checked: key !== 'whatsapp' });
     const number = h('input', { class: 'medium-number', name: `${key}-number`, value: defaults.mobile, inputmode: 'numeric', maxlength: 10, 'aria-label': `${name} number` });
@@ -328,6 +332,7 @@ function createPane(root, role, { devMode, defaults }) {
   const actions = h('div', { class: 'session-actions' }, finishBox, h('div', { class: 'buttons' }, finishButton, cancelButton), disputeForm);
   const ended = h('p', { class: 'ended', hidden: true, role: 'status' });
   const sessionLive = h('div', { class: 'session-live' },
+    arrivedBanner,
     h('div', { class: 'distance-box' }, h('span', { class: 'hint' }, `Distance to the ${other}`), distance),
     h('div', { class: 'mediums' }, mediumsForm, myMediums, theirMediums),
     presence, chat, actions);
@@ -459,6 +464,7 @@ function createPane(root, role, { devMode, defaults }) {
     c.on('work_accepted', mine(onWorkAccepted));
     c.on('work_response', mine(onWorkResponse));
     c.on('distance_update', mine((f) => { distance.textContent = f.distance_formatted; }));
+    c.on('provider_arrived', mine(onProviderArrived));
     c.on('mediums_selected', mine((f) => { myMediums.textContent = `You shared: ${formatMediums(f.mediums)}`; setState(f.connection_state); }));
     c.on('mediums_shared', mine((f) => { myMediums.textContent = `You shared: ${formatMediums(f.mediums)}`; }));
     c.on('seeker_mediums_selected', mine((f) => { theirMediums.textContent = `The seeker's contacts: ${formatMediums(f.mediums)}`; setState(f.connection_state); }));
@@ -590,6 +596,7 @@ function createPane(root, role, { devMode, defaults }) {
     sessionSection.dataset.sessionId = sessionId;
     sessionTitle.textContent = `Session ${sessionId.slice(0, 8)}`;
     ended.hidden = true;
+    arrivedBanner.hidden = true;
     for (const el of [mediumsForm, chatForm, actions]) el.hidden = false;
     sessionState.hidden = false;
     distance.textContent = '—';
@@ -633,8 +640,21 @@ function createPane(root, role, { devMode, defaults }) {
     }
   }
 
+  /** The seeker sees a banner; the provider only a note (the chat shows the system message). */
+  function onProviderArrived() {
+    if (role !== 'seeker') {
+      notify('info', 'You have arrived: the seeker has been told.');
+      return;
+    }
+    // No distance here: the distance box shows the one of the last update, and two numbers that
+    // disagree (the arrival's fix moved less than DISTANCE_MIN_MOVE_M) would only confuse.
+    arrivedText.textContent = 'Your provider has arrived.';
+    arrivedBanner.hidden = false;
+  }
+
   async function onSessionEnded({ session_id, reason }) {
     localStorage.removeItem(storageKey());
+    arrivedBanner.hidden = true;
     setChatEnabled(false);
     typing.hidden = true;
     // What was said and shared stays readable; only the controls go.

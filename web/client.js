@@ -14,6 +14,7 @@
 //   seeker.on('state', ({ state }) => ...);             // connecting | open | reconnecting | closed
 //   seeker.on('chat_message', (m) => ...);              // each message once, by message_id
 //   seeker.on('distance_update', (f) => ...);           // any server frame type, as sent
+//   seeker.on('provider_arrived', (f) => ...);          // once per approach (contract section 14)
 //   seeker.connect();
 //
 // Events besides the server's frame types (each documented where it is emitted):
@@ -748,10 +749,16 @@ export class PartyClient extends Emitter {
 
   // ---- location, cancel, finish -------------------------------------------------------------
 
-  /** Positions are not queued: only the latest one matters, so the next move sends it. */
-  sendLocation(latitude, longitude) {
+  /**
+   * Positions are not queued: only the latest one matters, so the next move sends it.
+   * `accuracy` (metres, > 0; a browser's `coords.accuracy`) is optional: a fix less accurate than
+   * the server's arrival radius is not used to decide that the provider has arrived.
+   */
+  sendLocation(latitude, longitude, accuracy) {
     if (!this.sessionLive) return false;
-    return this.sendFrame({ type: 'location_update', session_id: this.session.id, latitude, longitude });
+    const frame = { type: 'location_update', session_id: this.session.id, latitude, longitude };
+    if (Number.isFinite(accuracy) && accuracy > 0) frame.accuracy = accuracy;
+    return this.sendFrame(frame);
   }
 
   cancel() {

@@ -144,6 +144,9 @@ pub enum ClientFrame {
         latitude: Option<Value>,
         #[serde(default, alias = "lng")]
         longitude: Option<Value>,
+        /// The fix's horizontal accuracy in metres (contract section 14): optional, > 0.
+        #[serde(default)]
+        accuracy: Option<Value>,
     },
     MediumSelection {
         session_id: Uuid,
@@ -394,6 +397,12 @@ pub enum Event {
         distance_formatted: String,
         timestamp: String,
     },
+    /// The provider came within the arrival radius (contract section 14), to both parties.
+    ProviderArrived {
+        session_id: Uuid,
+        distance_meters: f64,
+        timestamp: String,
+    },
     MediumsSelected {
         session_id: Uuid,
         mediums: Value,
@@ -553,6 +562,7 @@ pub mod errors {
     pub const INVALID_RATING: &str = "rating_stars must be an integer from 1 to 5";
     pub const INVALID_COORDINATES: &str =
         "invalid coordinates: latitude must be -90..90 and longitude -180..180";
+    pub const INVALID_ACCURACY: &str = "invalid accuracy";
     pub const FRAME_TOO_LARGE: &str = "frame too large (limit 64 KiB)";
     pub const UNAVAILABLE: &str = "service temporarily unavailable, please retry";
     pub const SERVER_BUSY: &str = "server busy, please retry";

@@ -1,6 +1,7 @@
 //! System tests: the real gateway, workers, nats-server and Postgres, driven as clients.
 
 mod abuse;
+mod arrival;
 mod authorization;
 mod chat;
 mod conversations;

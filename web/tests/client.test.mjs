@@ -205,3 +205,18 @@ test('a resume answered with has_more asks for the next page after the last mess
   assert.equal(of('chat_message').length, 201);
   client.disconnect();
 });
+
+test('a position carries its accuracy only when it is a number above zero; provider_arrived is passed on', () => {
+  const { client, of } = connected(ProviderClient, 'provider');
+  client.sendLocation(28.6, 77.2, 12.5);
+  client.sendLocation(28.6, 77.2);
+  client.sendLocation(28.6, 77.2, 0);
+  const sent = FakeSocket.last.frames('location_update');
+  assert.deepEqual(sent[0], { type: 'location_update', session_id: SESSION, latitude: 28.6, longitude: 77.2, accuracy: 12.5 });
+  assert.equal('accuracy' in sent[1], false);
+  assert.equal('accuracy' in sent[2], false);
+  const arrived = { type: 'provider_arrived', session_id: SESSION, distance_meters: 30.2, timestamp: '2026-12-06T08:00:00Z' };
+  FakeSocket.last.receive(arrived);
+  assert.deepEqual(of('provider_arrived'), [arrived]);
+  client.disconnect();
+});

@@ -111,6 +111,17 @@ async function expectMessageOnce(role, text, { mine, status, timeout = WAIT_MS }
   }, `the ${role} pane should show “${text}” exactly once${status ? ` with status ${status}` : ''}`, timeout);
 }
 
+/** Taps the pane's plane at `x` m east, `y` m north of the base point, as a user moving the dot. */
+async function tapPlane(pane, x, y) {
+  const plane = pane.locator('.plane');
+  await plane.scrollIntoViewIfNeeded();
+  const point = await plane.evaluate((svg, [east, north]) => {
+    const onScreen = new DOMPoint(east, -north).matrixTransform(svg.getScreenCTM());
+    return { x: onScreen.x, y: onScreen.y };
+  }, [x, y]);
+  await page.mouse.click(point.x, point.y);
+}
+
 async function typeInChat(pane, text) {
   const input = pane.locator('.chat-input');
   await input.click();
@@ -314,6 +325,24 @@ async function main() {
       await sendInChat(S, 'Great, see you soon.');
       await expectMessageOnce('provider', 'Great, see you soon.', { mine: false });
       await expectMessageOnce('seeker', 'Great, see you soon.', { mine: true, status: 'read' });
+    });
+
+    await step('the provider reaches the seeker: the seeker sees that the provider has arrived', async () => {
+      await expectHidden(S.locator('.arrived'), { what: 'the arrival banner before the provider is there' });
+      // Two fixes within 100 m of the seeker (at the base point) make an arrival (contract section
+      // 14); the gateway forwards one position a second, so the second tap waits for its turn.
+      await sleep(1100);
+      await tapPlane(P, 0, 0);
+      await expectText(P.locator('.plane-readout'), '0 m east, 0 m north');
+      await expectText(S.locator('.distance'), '0 meters away', { what: 'seeker distance with the provider there' });
+      await sleep(1100);
+      await tapPlane(P, 30, 20);
+      await expectText(P.locator('.plane-readout'), '30 m east, 20 m north');
+      await expectText(S.locator('.arrived'), 'Your provider has arrived', { what: 'the seeker pane arrival banner' });
+      await expectHidden(P.locator('.arrived'), { what: 'the provider pane arrival banner' });
+      for (const pane of [S, P]) {
+        await expectText(pane.locator('.msg.system', { hasText: 'arrived' }), 'The provider has arrived.');
+      }
     });
 
     const M = page.locator('#mediator-pane');

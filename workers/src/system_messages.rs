@@ -1,8 +1,9 @@
 //! Messages the server writes into a session's chat (contract section 9): when the session starts,
 //! when it is cancelled or finished (and, with disputes, when one opens, a mediator joins, or it is
-//! resolved). They take the session's next `seq` like any message (the caller holds the session's
-//! row lock, as a chat batch does), are stored as read (they never count as unread or get
-//! re-sent), and reach every participant as `system_message`.
+//! resolved; and, from the distance worker, when the provider arrives: section 14). They take the
+//! session's next `seq` like any message (the caller holds the session's row lock, as a chat batch
+//! does), are stored as read (they never count as unread or get re-sent), and reach every
+//! participant as `system_message`.
 
 use crate::outbox::Outbox;
 use shared::frames::Event;
@@ -51,6 +52,9 @@ pub async fn write(
 }
 
 pub const SESSION_STARTED: &str = "The provider accepted the work order. Chat is now active.";
+
+/// Written by the distance worker once per approach (contract section 14).
+pub const PROVIDER_ARRIVED: &str = "The provider has arrived.";
 
 pub fn session_cancelled(role: shared::auth::Role) -> String {
     format!("The {} cancelled the session.", role.as_str())

@@ -1,7 +1,9 @@
-//! `location_update` for a session this instance owns: checks the sender and the coordinates,
-//! records the position and sends `distance_update` to both parties when one is due.
+//! `location_update` for a session this instance owns: checks the sender, the coordinates and the
+//! optional `accuracy`, records the position, sends `distance_update` to both parties when one is
+//! due, and hands the provider's fixes to the arrival rule (`arrival`).
 
 use super::DistanceConfig;
+use super::arrival::{self, ArrivalState, Step};
 use super::tracker::{TrackedSession, Tracker};
 use crate::closed_sessions::Closed;
 use crate::outbox::{Delivery, publish};
@@ -24,11 +26,23 @@ pub struct StoredSession {
     pub provider_latitude: Option<f64>,
     pub provider_longitude: Option<f64>,
     pub current_distance_meters: Option<f64>,
+    pub arrivals_count: i16,
+    pub arrival_armed: bool,
 }
 
-pub const STORED_COLUMNS_QUERY: &str = "SELECT session_id, seeker_id, provider_id, connection_state, \
-     seeker_latitude, seeker_longitude, provider_latitude, provider_longitude, current_distance_meters \
-     FROM work_sessions WHERE session_id = $1";
+/// `SELECT` of a [`StoredSession`] followed by `$tail`, for the one-session load here and the
+/// take-over in `tick`.
+macro_rules! stored_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT session_id, seeker_id, provider_id, connection_state, seeker_latitude, \
+             seeker_longitude, provider_latitude, provider_longitude, current_distance_meters, \
+             arrivals_count, arrival_armed FROM work_sessions ",
+            $tail
+        )
+    };
+}
+pub(crate) use stored_select;
 
 impl StoredSession {
     pub fn into_tracked(self) -> TrackedSession {
@@ -46,6 +60,9 @@ impl StoredSession {
             provider,
             used: seeker.zip(provider),
             last_distance_meters: self.current_distance_meters,
+            // Stored positions carry no accuracy: they count, as a fix without one does.
+            seeker_for_arrival: seeker,
+            arrival: ArrivalState::loaded(self.arrivals_count, self.arrival_armed),
         }
     }
 }
@@ -70,13 +87,17 @@ pub async fn handle(
         let event = Event::error(error, Some("location_update"), Some(session_id));
         Delivery::to_socket(&sender.user_id, &sender.conn_id, &event)
     };
-    let position = match serde_json::from_slice::<ClientFrame>(&message.payload) {
+    let (position, accuracy) = match serde_json::from_slice::<ClientFrame>(&message.payload) {
         Ok(ClientFrame::LocationUpdate {
             latitude,
             longitude,
+            accuracy,
             ..
-        }) => coordinates(latitude, longitude),
-        _ => None,
+        }) => (
+            coordinates(latitude, longitude),
+            arrival::parse_accuracy(accuracy.as_ref()),
+        ),
+        _ => (None, Ok(None)),
     };
     if let Some(closed) = tracker.closed.get(&session_id) {
         publish(nats, &[refuse(closed.refusal_for(&sender.user_id))], "").await;
@@ -118,14 +139,76 @@ pub async fn handle(
         publish(nats, &[refuse(errors::INVALID_COORDINATES)], "").await;
         return;
     };
+    // Contract section 14: a fix with a bad accuracy is not used at all.
+    let Ok(accuracy) = accuracy else {
+        publish(nats, &[refuse(errors::INVALID_ACCURACY)], "").await;
+        return;
+    };
+    let counts_for_arrival = config.arrival.accurate_enough(accuracy);
     match sender.role {
-        Role::Seeker => session.seeker = Some(position),
+        Role::Seeker => {
+            session.seeker = Some(position);
+            if counts_for_arrival {
+                session.seeker_for_arrival = Some(position);
+            }
+        }
         Role::Provider => session.provider = Some(position),
         // is_participant refused it above: a mediator has no position in a session.
         Role::Mediator => return,
     }
     if session.update_due(config.min_move_meters) {
         send_update(nats, session_id, session).await;
+    }
+    if sender.role == Role::Provider
+        && counts_for_arrival
+        && let Some(seeker) = session.seeker_for_arrival
+    {
+        let distance_meters = geo::distance_meters(seeker, position);
+        let now = std::time::Instant::now();
+        match session
+            .arrival
+            .on_provider_fix(&config.arrival, distance_meters, now)
+        {
+            Step::Nothing => {}
+            Step::Announce => announce(pool, nats, session_id, session, distance_meters).await,
+            Step::Rearm => match arrival::rearm(pool, session_id).await {
+                Ok(stored) => session.arrival.rearmed(stored),
+                Err(error) => {
+                    tracing::warn!(%error, %session_id, "cannot re-arm the arrival; retrying on a later fix");
+                    session.arrival.write_failed(now);
+                }
+            },
+        }
+    }
+}
+
+/// The provider's run is complete: record the arrival and, if this instance is the one that did,
+/// tell both parties and the chat.
+async fn announce(
+    pool: &PgPool,
+    nats: &async_nats::Client,
+    session_id: Uuid,
+    session: &mut TrackedSession,
+    distance_meters: f64,
+) {
+    match arrival::announce(pool, session_id, distance_meters).await {
+        Ok(Some(announcement)) => {
+            session.arrival.announced(Some(announcement.arrivals_count));
+            publish(nats, &announcement.deliveries, "").await;
+            metrics::counter!("distance_arrivals_total").increment(1);
+            tracing::info!(
+                %session_id,
+                distance_meters,
+                arrivals = announcement.arrivals_count,
+                "the provider arrived"
+            );
+        }
+        // Another instance announced this approach, or the session ended meanwhile.
+        Ok(None) => session.arrival.announced(None),
+        Err(error) => {
+            tracing::warn!(%error, %session_id, "cannot record an arrival; retrying on a later fix");
+            session.arrival.write_failed(std::time::Instant::now());
+        }
     }
 }
 
@@ -138,7 +221,7 @@ fn is_participant(seeker_id: &str, provider_id: &str, sender: &Sender) -> bool {
 }
 
 async fn load(pool: &PgPool, session_id: Uuid) -> Result<Option<StoredSession>, sqlx::Error> {
-    sqlx::query_as::<_, StoredSession>(STORED_COLUMNS_QUERY)
+    sqlx::query_as::<_, StoredSession>(stored_select!("WHERE session_id = $1"))
         .bind(session_id)
         .fetch_optional(pool)
         .await

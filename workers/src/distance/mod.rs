@@ -14,11 +14,20 @@
 //! What is written when: positions and the last distance go to `work_sessions` once per tick
 //! period for all owned sessions, in one batched statement (and when sessions change owner), never
 //! per frame.
+//!
+//! Arrival (contract section 14, `arrival`): the provider's fixes also feed the arrival rule, whose
+//! run of fixes lives in memory beside the positions; Postgres is asked only when a run completes
+//! (the conditional UPDATE that makes the announcement exactly once across instances) or when the
+//! provider leaves after one (the UPDATE that re-arms it): a few statements per session, not per
+//! frame.
 
+mod arrival;
 mod location_update;
 mod membership;
 mod tick;
 mod tracker;
+
+pub use arrival::ArrivalRule;
 
 use futures::StreamExt;
 use shared::subjects::{self, Topic};
@@ -29,6 +38,8 @@ use std::time::Duration;
 pub struct DistanceConfig {
     pub tick: Duration,
     pub min_move_meters: f64,
+    /// `ARRIVAL_RADIUS_M` and the exit distance derived from it.
+    pub arrival: ArrivalRule,
 }
 
 pub async fn run(
@@ -50,6 +61,7 @@ pub async fn run(
     tracing::info!(
         instance = membership.me(),
         tick_secs = config.tick.as_secs_f64(),
+        arrival_radius_m = config.arrival.radius_meters(),
         "distance worker running"
     );
     loop {

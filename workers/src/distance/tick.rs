@@ -3,7 +3,7 @@
 //! `distance_update` for every live session whose two positions are known. And the hand-over when
 //! the set of instances changes.
 
-use super::location_update::{StoredSession, send_update};
+use super::location_update::{StoredSession, send_update, stored_select};
 use super::membership::Membership;
 use super::tracker::Tracker;
 use sqlx::PgPool;
@@ -87,13 +87,10 @@ pub async fn rebalance(tracker: &mut Tracker, membership: &Membership, pool: &Pg
             tracker.forget(session_id);
         }
     }
-    let stored = sqlx::query_as::<_, StoredSession>(
-        "SELECT session_id, seeker_id, provider_id, connection_state, seeker_latitude, seeker_longitude,
-                provider_latitude, provider_longitude, current_distance_meters
-         FROM work_sessions
-         WHERE connection_state IN ('waiting', 'active')
-           AND seeker_latitude IS NOT NULL AND provider_latitude IS NOT NULL",
-    )
+    let stored = sqlx::query_as::<_, StoredSession>(stored_select!(
+        "WHERE connection_state IN ('waiting', 'active') \
+           AND seeker_latitude IS NOT NULL AND provider_latitude IS NOT NULL"
+    ))
     .fetch_all(pool)
     .await;
     match stored {

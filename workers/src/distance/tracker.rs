@@ -1,5 +1,7 @@
-//! The owned sessions' positions, kept in memory between frames.
+//! The owned sessions' positions and arrival runs, kept in memory between frames so a frame costs
+//! no database read.
 
+use super::arrival::ArrivalState;
 use crate::closed_sessions::{Closed, ClosedSessions};
 use shared::geo::{self, Position};
 use std::collections::HashMap;
@@ -14,6 +16,10 @@ pub struct TrackedSession {
     /// The positions the last `distance_update` was computed from.
     pub used: Option<(Position, Position)>,
     pub last_distance_meters: Option<f64>,
+    /// The seeker's latest position from a fix accurate enough for arrival (contract section 14):
+    /// what the provider's fixes are measured against.
+    pub seeker_for_arrival: Option<Position>,
+    pub arrival: ArrivalState,
 }
 
 impl TrackedSession {
