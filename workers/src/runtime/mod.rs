@@ -294,10 +294,12 @@ pub async fn run<H: BatchHandler>(
         }
     }
     tracing::info!(kind, "stopping: finishing the batches in hand");
-    // Leaving first lets the others start taking the partitions over while the batches in hand
-    // finish (they wait for a live predecessor's batch to be acked before they pull).
-    ownership.leave().await;
+    // The batches in hand are finished, acked and the pins let go before this instance leaves:
+    // the others, seeing it gone, then find nothing of it outstanding and pull at once, instead
+    // of starting the consumers over under a batch still being acked (which would only send its
+    // events twice). The partitions wait for the few milliseconds that takes.
     partitions.stop_all().await;
+    ownership.leave().await;
     committer.abort();
     Ok(())
 }
