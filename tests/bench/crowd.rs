@@ -40,6 +40,18 @@ pub async fn run() -> anyhow::Result<()> {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before: Vec<u64> = gateways.iter().map(|(_, pid)| rss_kib(*pid)).collect();
+    // Every socket is announced to the workers (`user.<id>.connected`): their memory must not
+    // grow with the connects.
+    let workers: Vec<(&str, u32)> = ["chat", "lifecycle"]
+        .iter()
+        .flat_map(|kind| {
+            stack
+                .worker_pids(kind)
+                .into_iter()
+                .map(move |pid| (*kind, pid))
+        })
+        .collect();
+    let workers_before: Vec<u64> = workers.iter().map(|(_, pid)| rss_kib(*pid)).collect();
     println!(
         "crowd: {total} idle sockets over {} gateway processes, held {hold} s",
         gateways.len()
@@ -108,6 +120,12 @@ pub async fn run() -> anyhow::Result<()> {
         grown as f64 / opened.max(1) as f64,
         grown / 1024
     );
+    for ((kind, pid), before) in workers.iter().zip(&workers_before) {
+        println!(
+            "  {kind} worker after the connects: {before} -> {} KiB",
+            rss_kib(*pid)
+        );
+    }
 
     // Chat beside the crowd, on the first gateway.
     let load = load_on(stack, chat_pairs).await?;
