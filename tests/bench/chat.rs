@@ -10,7 +10,7 @@
 //! Each step also reports Postgres' WAL bytes per message (`pg_stat_wal`, the whole server) and the
 //! share of `work_sessions` updates that were HOT (`pg_stat_user_tables`, this run's database).
 //!
-//! Knobs: BENCH_SHAPE (realistic), BENCH_SESSIONS (1000, or 50 hot), BENCH_RATES
+//! Knobs: BENCH_SHAPE (realistic), BENCH_SESSIONS (1000, or 50 hot), BENCH_IDLE_SOCKETS (0), BENCH_RATES
 //! ("1000,2000,3000,5000,7500,10000"), BENCH_RECEIPT_RATES ("1000,2000,2500,3000,4000"),
 //! BENCH_SECONDS (10).
 
@@ -188,11 +188,28 @@ pub async fn run() -> anyhow::Result<()> {
     };
     let setup = Instant::now();
     let Load {
-        stack: _stack,
+        stack,
         shared,
         writers,
         pids,
     } = load_on(TestStack::with(options).await, sessions).await?;
+    // Quiet sockets beside the talkers (`BENCH_IDLE_SOCKETS`, 0): users who are connected and
+    // say nothing, as most of a real deployment's are.
+    let idle: usize = knob("BENCH_IDLE_SOCKETS", 0);
+    let mut idle_sockets = Vec::with_capacity(idle);
+    for index in 0..idle {
+        let role = if index % 2 == 0 {
+            shared::auth::Role::Seeker
+        } else {
+            shared::auth::Role::Provider
+        };
+        idle_sockets.push(stack.connect(&format!("quiet{index}"), role).await);
+    }
+    if idle > 0 {
+        // Their connect notices are answered before the first step.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        println!("{idle} idle sockets connected beside the talkers");
+    }
     println!(
         "chat ({} shape): {sessions} seeker/provider pairs{}, {seconds} s per step, send -> other \
          party's chat_message (set up in {:.0} s)",
@@ -226,6 +243,8 @@ pub async fn run() -> anyhow::Result<()> {
             None => println!("{label}: no step kept p99 <= 50 ms with nothing lost"),
         }
     }
+    drop(idle_sockets);
+    drop(stack);
     Ok(())
 }
 
