@@ -15,6 +15,7 @@ pub mod lease;
 pub mod lifecycle;
 pub mod mediums;
 pub mod outbox;
+pub mod rendezvous;
 pub mod runtime;
 pub mod session;
 pub mod startup;

@@ -63,24 +63,9 @@ impl Membership {
     }
 }
 
-/// Rendezvous hashing with a hash every build agrees on (FNV-1a finished with a
-/// multiply-xorshift): during a rolling upgrade, old and new binaries pick the same owner, so a
-/// session is never ticked twice or not at all. (`DefaultHasher` may change between toolchains.)
+/// The session's owner among `members` (rendezvous hashing over the session id).
 fn owner<'a>(members: &'a [String], session_id: &Uuid) -> Option<&'a str> {
-    let score = |member: &str| {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in member.bytes().chain(session_id.as_bytes().iter().copied()) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        hash ^= hash >> 33;
-        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        hash ^ (hash >> 33)
-    };
-    members
-        .iter()
-        .map(String::as_str)
-        .max_by_key(|member| score(member))
+    crate::rendezvous::owner(members, session_id.as_bytes())
 }
 
 #[cfg(test)]

@@ -165,24 +165,9 @@ impl Ownership {
     }
 }
 
-/// Rendezvous hashing: the member with the highest score for the partition owns it. FNV-1a, so
-/// every build and platform agrees.
+/// The partition's owner among `members` (rendezvous hashing over the partition number).
 fn owner(members: &[String], partition: u32) -> Option<&str> {
-    let score = |member: &str| {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in member.bytes().chain(partition.to_le_bytes()) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        // FNV alone mixes the last bytes poorly; finish with a multiply-xorshift.
-        hash ^= hash >> 33;
-        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        hash ^ (hash >> 33)
-    };
-    members
-        .iter()
-        .map(String::as_str)
-        .max_by_key(|member| score(member))
+    crate::rendezvous::owner(members, &partition.to_le_bytes())
 }
 
 #[cfg(test)]
