@@ -65,7 +65,7 @@ for role in seeker provider mediator; do
   token=$("$BIN/token" --user "fuzz-$role" --role "$role")
   log "schemathesis as a $role against $BASE/docs/openapi.json"
   PYTHONPATH="$TOOLS" "$TOOLS/bin/st" run "$BASE/docs/openapi.json" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --header "Authorization: Bearer $token" \
     --max-examples "${FUZZ_REST_EXAMPLES:-25}" --seed 1 --no-shrink \
     --generation-allow-x00 true --request-timeout 10 \

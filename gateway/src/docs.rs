@@ -1,35 +1,33 @@
 //! The API documents the gateway serves at `/docs/` (contract section 11): the OpenAPI 3.1 document
-//! of every REST route, generated from the route handlers' annotations (`rest.rs`, utoipa), and the
+//! of every HTTP route, generated from the REST table (`routes.rs`) and the types of `shared::rest`
+//! (utoipa), and the
 //! AsyncAPI 3.0 document of the WebSocket protocols and NATS subjects (`docs/asyncapi.yaml`).
 
+use crate::routes::{Body, IdKind, Method, ROUTES, Route, refusal_description};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
-use serde::Deserialize;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use shared::rest::ErrorBody;
+use utoipa::openapi::path::{
+    HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Marketplace REST API",
-        description = "Every REST route of the gateway (contract section 3). Errors are {\"error\": \"...\"} with a 4xx status.",
+        description = "Every HTTP route of the gateway (contract section 3). Errors are {\"error\": \"...\"} with a 4xx or 5xx status.",
         version = "1"
     ),
-    paths(
-        crate::rest::get_profile, crate::rest::put_profile,
-        crate::rest::get_provider_status, crate::rest::put_provider_status,
-        crate::rest::get_seeker_search, crate::rest::put_seeker_search,
-        crate::rest::create_work_order, crate::rest::get_work_order,
-        crate::rest::get_session, crate::rest::list_messages, crate::rest::read_up_to,
-        crate::rest::list_conversations,
-        crate::rest::open_dispute, crate::rest::list_disputes, crate::rest::get_dispute,
-        crate::rest::join_dispute, crate::rest::resolve_dispute,
-        crate::stats::health, crate::stats::websocket_stats,
-    ),
-    components(schemas(crate::stats::Health, crate::stats::SocketStats, crate::stats::SocketsByRole, ErrorBody, ProfileBody, ProviderStatusBody, SeekerSearchBody, WorkOrderBody, ReadBody, DisputeBody, ResolutionBody)),
+    paths(crate::stats::health, crate::stats::websocket_stats, crate::stats::metrics),
+    components(schemas(crate::stats::Health, crate::stats::SocketStats, crate::stats::SocketsByRole, ErrorBody)),
     modifiers(&BearerToken)
 )]
-pub struct ApiDocument;
+struct OperatorRoutes;
 
 struct BearerToken;
 
@@ -43,72 +41,114 @@ impl Modify for BearerToken {
     }
 }
 
-/// `{"error": "..."}`, every refusal's body.
-#[derive(ToSchema, Deserialize)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    pub error: String,
+/// The OpenAPI document: the operators' routes (annotated in `stats.rs`) and every route of the
+/// REST table, with the schemas of their bodies.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut document = OperatorRoutes::openapi();
+    let mut schemas = Vec::new();
+    for route in ROUTES {
+        let method = match route.method {
+            Method::Get => HttpMethod::Get,
+            Method::Put => HttpMethod::Put,
+            Method::Post => HttpMethod::Post,
+        };
+        document
+            .paths
+            .add_path_operation(route.path, vec![method], operation(route, &mut schemas));
+    }
+    let components = document.components.get_or_insert_with(Default::default);
+    components.schemas.extend(schemas);
+    document
 }
 
-#[derive(ToSchema, Deserialize)]
-#[allow(dead_code)]
-pub struct ProfileBody {
-    pub name: Option<String>,
-    /// Exactly 10 digits.
-    pub mobile: String,
-    pub profile_pic: Option<String>,
-}
-
-#[derive(ToSchema, Deserialize)]
-#[allow(dead_code)]
-pub struct ProviderStatusBody {
-    pub is_active: bool,
-    pub latitude: Option<f64>,
-    pub longitude: Option<f64>,
-}
-
-#[derive(ToSchema, Deserialize)]
-#[allow(dead_code)]
-pub struct SeekerSearchBody {
-    pub is_searching: bool,
-    pub latitude: Option<f64>,
-    pub longitude: Option<f64>,
-}
-
-#[derive(ToSchema, Deserialize)]
-#[allow(dead_code)]
-pub struct WorkOrderBody {
-    pub provider_id: String,
-    pub service_type: String,
-    pub message: Option<String>,
-    pub latitude: f64,
-    pub longitude: f64,
-}
-
-#[derive(ToSchema, Deserialize)]
-#[allow(dead_code)]
-pub struct ReadBody {
-    pub up_to_seq: i64,
-}
-
-#[derive(ToSchema, Deserialize)]
-#[allow(dead_code)]
-pub struct DisputeBody {
-    /// 1 to 1000 characters.
-    pub reason: String,
-}
-
-#[derive(ToSchema, Deserialize)]
-#[allow(dead_code)]
-pub struct ResolutionBody {
-    /// 1 to 1000 characters.
-    pub resolution: String,
+/// One route's operation: its parameters, body, answer and every refusal.
+fn operation(route: &Route, schemas: &mut Vec<(String, RefOr<Schema>)>) -> Operation {
+    let reference = |body: &Body, schemas: &mut Vec<(String, RefOr<Schema>)>| {
+        (body.collect)(schemas);
+        Ref::from_schema_name((body.name)())
+    };
+    let mut operation = OperationBuilder::new()
+        .operation_id(Some(route.operation_id))
+        .tag(route.tag)
+        .summary(Some(route.summary))
+        .security(SecurityRequirement::new("bearer", Vec::<String>::new()));
+    if let Some(id) = &route.id {
+        let schema = match id.kind {
+            IdKind::Integer => ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64))),
+            IdKind::Uuid => ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+        };
+        operation = operation.parameter(
+            ParameterBuilder::new()
+                .name(id.name)
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some(format!("a {} id", id.resource)))
+                .schema(Some(schema)),
+        );
+    }
+    for parameter in route.query {
+        let schema_type = if parameter.integer {
+            Type::Integer
+        } else {
+            Type::String
+        };
+        operation = operation.parameter(
+            ParameterBuilder::new()
+                .name(parameter.name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(parameter.description))
+                .schema(Some(ObjectBuilder::new().schema_type(schema_type))),
+        );
+    }
+    if let Some(request) = &route.request {
+        operation = operation.request_body(Some(
+            RequestBodyBuilder::new()
+                .required(Some(Required::True))
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(reference(request, schemas)))
+                        .build(),
+                )
+                .build(),
+        ));
+    }
+    for status in route.statuses() {
+        let (description, body) = if status == route.answer_status {
+            (
+                "the answer",
+                route
+                    .answer
+                    .as_ref()
+                    .map(|answer| reference(answer, schemas)),
+            )
+        } else {
+            (
+                refusal_description(status),
+                Some(Ref::from_schema_name("ErrorBody")),
+            )
+        };
+        let mut response = ResponseBuilder::new().description(description);
+        if let Some(body) = body {
+            response = response.content(
+                "application/json",
+                ContentBuilder::new().schema(Some(body)).build(),
+            );
+        }
+        operation = operation.response(status.to_string(), response.build());
+    }
+    operation.build()
 }
 
 const ASYNCAPI: &str = include_str!("../../docs/asyncapi.yaml");
 
 pub async fn openapi_json() -> Response {
-    match ApiDocument::openapi().to_pretty_json() {
+    match document().to_pretty_json() {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(error) => (
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,

@@ -9,6 +9,7 @@ mod presence;
 mod registry;
 mod rest;
 mod rest_limit;
+mod routes;
 mod server;
 mod socket;
 mod socketio;
@@ -275,38 +276,7 @@ fn router(state: SharedState) -> Router {
         )
         .route("/ws/work/mediator", get(socket::mediator_upgrade))
         .route("/ws/work/mediator/", get(socket::mediator_upgrade))
-        .route(
-            "/api/me/profile",
-            get(rest::get_profile).put(rest::put_profile),
-        )
-        .route(
-            "/api/provider/status",
-            get(rest::get_provider_status).put(rest::put_provider_status),
-        )
-        .route(
-            "/api/seeker/search",
-            get(rest::get_seeker_search).put(rest::put_seeker_search),
-        )
-        .route("/api/work-orders", post(rest::create_work_order))
-        .route("/api/work-orders/{work_id}", get(rest::get_work_order))
-        .route("/api/sessions/{session_id}", get(rest::get_session))
-        .route(
-            "/api/sessions/{session_id}/messages",
-            get(rest::list_messages),
-        )
-        .route("/api/sessions/{session_id}/read", post(rest::read_up_to))
-        .route("/api/conversations", get(rest::list_conversations))
-        .route(
-            "/api/sessions/{session_id}/dispute",
-            post(rest::open_dispute),
-        )
-        .route("/api/disputes", get(rest::list_disputes))
-        .route("/api/disputes/{dispute_id}", get(rest::get_dispute))
-        .route("/api/disputes/{dispute_id}/join", post(rest::join_dispute))
-        .route(
-            "/api/disputes/{dispute_id}/resolve",
-            post(rest::resolve_dispute),
-        )
+        .merge(rest::router())
         .fallback_service(web)
         .with_state(state)
 }

@@ -185,6 +185,13 @@ pub async fn websocket_stats(State(state): State<SharedState>) -> impl IntoRespo
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "This gateway's metrics, for Prometheus",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
 pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],

@@ -256,7 +256,7 @@ impl ClientFrame {
 }
 
 /// What kind of thing a chat message carries (contract section 9).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
     #[default]
@@ -293,7 +293,7 @@ impl MessageKind {
 
 /// A message's kind and the fields of that kind, as events, `resume` and history carry them
 /// (flattened beside `message`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Content {
     pub kind: MessageKind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -321,14 +321,17 @@ impl Content {
 }
 
 /// The session as both REST (`GET /api/sessions/{id}`) and `session_state` show it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionSnapshot {
     pub session_id: Uuid,
     pub work_id: i64,
     pub connection_state: String,
     pub distance_meters: Option<f64>,
     pub distance_formatted: Option<String>,
+    /// The mediums the seeker chose (null until then, and always for a mediator).
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
     pub seeker_mediums: Value,
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
     pub provider_mediums: Value,
     pub chat_started_at: Option<String>,
     pub cancelled_by: Option<String>,
@@ -336,8 +339,10 @@ pub struct SessionSnapshot {
     pub created_at: String,
     /// Present (possibly null) only in the seeker's snapshot: the rating is private.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i16>)]
     pub rating_stars: Option<Option<i16>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub rating_description: Option<Option<String>>,
     /// The highest chat `seq` stored so far, so a resuming client knows what exists.
     pub last_seq: i64,
@@ -346,7 +351,7 @@ pub struct SessionSnapshot {
 }
 
 /// Which participants of a session are online; `mediator` only while a mediator has joined.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Presence {
     pub seeker: bool,
     pub provider: bool,

@@ -12,6 +12,7 @@ pub mod frames;
 pub mod geo;
 pub mod headers;
 pub mod nats;
+pub mod rest;
 pub mod subjects;
 pub mod telemetry;
 pub mod time;

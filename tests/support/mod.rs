@@ -9,7 +9,7 @@ pub mod resilient;
 pub mod stack;
 
 pub use client::Client;
-pub use stack::{NatsUser, StackOptions, TestStack};
+pub use stack::{NatsUser, Reply, StackOptions, TestStack};
 
 /// The `seq` of the parties' first chat message: the session's start writes a system message
 /// with seq 1 (contract section 9).

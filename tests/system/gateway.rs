@@ -607,6 +607,19 @@ async fn the_api_documents_are_served_and_the_openapi_document_names_every_rest_
         assert!(operation.is_object(), "{method} {path} is not documented");
         assert!(operation["responses"]["401"].is_object(), "{method} {path}");
         assert!(operation["responses"]["429"].is_object(), "{method} {path}");
+        // Every answer is a named schema, not an untyped object.
+        let answer = ["200", "201"]
+            .iter()
+            .find_map(|status| operation["responses"][status].as_object())
+            .unwrap_or_else(|| panic!("{method} {path} has no answer"));
+        let reference = answer["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path} has an untyped answer"));
+        let name = reference.trim_start_matches("#/components/schemas/");
+        assert!(
+            openapi["components"]["schemas"][name]["properties"].is_object(),
+            "{method} {path}: {name} is not an object with properties"
+        );
     }
     // The operators' routes, without a token, with typed answers.
     let operations = [("get", "/health"), ("get", "/api/websocket/stats")];
@@ -619,6 +632,11 @@ async fn the_api_documents_are_served_and_the_openapi_document_names_every_rest_
             "{method} {path} has a typed answer"
         );
     }
+    assert!(
+        openapi["paths"]["/metrics"]["get"]["responses"]["200"]["content"]["text/plain"]
+            .is_object(),
+        "/metrics is documented as text"
+    );
     let documented: usize = openapi["paths"]
         .as_object()
         .expect("paths")
@@ -627,7 +645,7 @@ async fn the_api_documents_are_served_and_the_openapi_document_names_every_rest_
         .sum();
     assert_eq!(
         documented,
-        routes.len() + operations.len(),
+        routes.len() + operations.len() + 1,
         "a documented route this test does not know"
     );
     let asyncapi = client

@@ -15,5 +15,6 @@ mod mediums;
 mod operations;
 mod presence;
 mod resends;
+mod rest_documents;
 mod runtime;
 mod work_orders_abuse;

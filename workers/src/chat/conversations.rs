@@ -7,10 +7,10 @@
 
 use crate::api_server::Caller;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use shared::api::{ApiRequest, ApiResponse};
 use shared::auth::Role;
 use shared::frames::{Content, MessageKind};
+use shared::rest::{Conversation, ConversationPage, DisputeSummary, LastMessage};
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
@@ -32,35 +32,6 @@ struct Row {
     unread_count: i64,
     dispute_id: Option<Uuid>,
     dispute_status: Option<String>,
-}
-
-#[derive(Serialize)]
-struct DisputeSummary {
-    dispute_id: Uuid,
-    status: String,
-}
-
-#[derive(Serialize)]
-struct LastMessage {
-    seq: i64,
-    sender_type: String,
-    kind: MessageKind,
-    preview: String,
-    timestamp: String,
-}
-
-#[derive(Serialize)]
-struct Conversation {
-    session_id: Uuid,
-    work_id: i64,
-    service_type: String,
-    connection_state: String,
-    my_role: Role,
-    last_message: Option<LastMessage>,
-    unread_count: i64,
-    /// The session's latest dispute (section 10), if it had one.
-    dispute: Option<DisputeSummary>,
-    updated_at: String,
 }
 
 /// The inbox of one side: `$side` is the caller's column, `$own_type` their `sender_type`, and
@@ -193,10 +164,10 @@ pub async fn list(
             }
         })
         .collect();
-    Ok(ApiResponse::ok(serde_json::json!({
-        "conversations": conversations,
-        "next_cursor": next_cursor,
-    })))
+    Ok(ApiResponse::ok(ConversationPage {
+        conversations,
+        next_cursor,
+    }))
 }
 
 #[cfg(test)]

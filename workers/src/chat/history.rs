@@ -2,9 +2,10 @@
 //! 50, at most 200) below `before`, oldest first, with `has_more` when older ones exist. For
 //! participants only; ended sessions keep their history until it expires.
 
-use super::stored::{HistoryEntry, StoredMessage};
+use super::stored::StoredMessage;
 use crate::api_server::Caller;
 use shared::api::{ApiRequest, ApiResponse};
+use shared::rest::{HistoryEntry, MessagePage};
 use sqlx::PgPool;
 
 pub async fn list(
@@ -54,7 +55,5 @@ pub async fn list(
         .into_iter()
         .map(StoredMessage::into_history_entry)
         .collect();
-    Ok(ApiResponse::ok(
-        serde_json::json!({ "messages": messages, "has_more": has_more }),
-    ))
+    Ok(ApiResponse::ok(MessagePage { messages, has_more }))
 }

@@ -170,9 +170,9 @@ pub async fn over_rest(
     .await?;
     tx.commit().await?;
     publish(nats, &deliveries, "").await;
-    Ok(ApiResponse::ok(serde_json::json!({
-        "session_id": session_id,
-        "up_to_seq": up_to_seq,
-        "unread_count": unread_count,
-    })))
+    Ok(ApiResponse::ok(shared::rest::ReadPosition {
+        session_id,
+        up_to_seq,
+        unread_count,
+    }))
 }

@@ -2,9 +2,9 @@
 //! into what a participant sees: `chat_message`, or `system_message` for the server's own.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use shared::auth::Role;
 use shared::frames::{Content, Event, MessageKind};
+use shared::rest::HistoryEntry;
 use sqlx::FromRow;
 use uuid::Uuid;
 
@@ -48,19 +48,6 @@ pub struct StoredMessage {
     pub file_name: Option<String>,
     pub size_bytes: Option<i64>,
     pub mime_type: Option<String>,
-}
-
-/// A message as REST history shows it.
-#[derive(Serialize)]
-pub struct HistoryEntry {
-    pub message_id: Uuid,
-    pub seq: i64,
-    pub sender_type: String,
-    pub message: String,
-    pub delivery_status: String,
-    pub timestamp: String,
-    #[serde(flatten)]
-    pub content: Content,
 }
 
 impl StoredMessage {

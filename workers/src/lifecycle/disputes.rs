@@ -17,10 +17,10 @@ use crate::api_server::Caller;
 use crate::outbox::{Outbox, publish};
 use crate::session::{self, SessionRow};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::Value;
 use shared::api::{ApiRequest, ApiResponse};
 use shared::auth::Role;
+use shared::rest::{Dispute, DisputeList};
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
@@ -37,20 +37,6 @@ struct Row {
     resolution: Option<String>,
     created_at: DateTime<Utc>,
     resolved_at: Option<DateTime<Utc>>,
-}
-
-/// A dispute as the API shows it (never the mediator's id: roles only).
-#[derive(Serialize)]
-struct Dispute {
-    dispute_id: Uuid,
-    session_id: Uuid,
-    status: String,
-    reason: String,
-    opened_by: String,
-    mediator_joined: bool,
-    resolution: Option<String>,
-    created_at: String,
-    resolved_at: Option<String>,
 }
 
 impl From<Row> for Dispute {
@@ -242,7 +228,7 @@ pub async fn list(
     .fetch_all(&lifecycle.pool)
     .await?;
     let disputes: Vec<Dispute> = rows.into_iter().map(Dispute::from).collect();
-    Ok(ApiResponse::ok(serde_json::json!({ "disputes": disputes })))
+    Ok(ApiResponse::ok(DisputeList { disputes }))
 }
 
 pub async fn get(

@@ -3,24 +3,9 @@
 
 use super::text;
 use crate::api_server::Caller;
-use serde::{Deserialize, Serialize};
 use shared::api::{ApiRequest, ApiResponse};
-use sqlx::{FromRow, PgPool};
-
-#[derive(Deserialize)]
-struct ProfileBody {
-    name: String,
-    mobile: String,
-    #[serde(default)]
-    profile_pic: Option<String>,
-}
-
-#[derive(Serialize, FromRow)]
-struct Profile {
-    name: Option<String>,
-    mobile: Option<String>,
-    profile_pic: Option<String>,
-}
+use shared::rest::{Profile, ProfileUpdate};
+use sqlx::PgPool;
 
 pub fn is_mobile(value: &str) -> bool {
     value.len() == 10 && value.bytes().all(|b| b.is_ascii_digit())
@@ -49,7 +34,7 @@ pub async fn put(
     caller: &Caller,
     request: ApiRequest,
 ) -> anyhow::Result<ApiResponse> {
-    let body = match request.body.map(serde_json::from_value::<ProfileBody>) {
+    let body = match request.body.map(serde_json::from_value::<ProfileUpdate>) {
         Some(Ok(body)) => body,
         _ => {
             return Ok(ApiResponse::error(

@@ -3,18 +3,16 @@
 //! theirs is inactive / not searching. Coordinates left out keep their stored values.
 
 use crate::api_server::Caller;
-use serde::Deserialize;
+use serde_json::Value;
 use shared::api::{ApiRequest, ApiResponse};
 use shared::geo::Position;
+use shared::rest::{ProviderStatus, ProviderStatusUpdate, SeekerSearch, SeekerSearchUpdate};
 use sqlx::PgPool;
 
-#[derive(Deserialize)]
+/// An update, whichever of the two it is.
 struct StatusBody {
-    #[serde(alias = "is_active", alias = "is_searching")]
-    flag: Option<bool>,
-    #[serde(default)]
+    flag: bool,
     latitude: Option<f64>,
-    #[serde(default)]
     longitude: Option<f64>,
 }
 
@@ -25,11 +23,13 @@ struct StatusRow {
     longitude: Option<f64>,
 }
 
-/// The two tables differ only in names.
+/// The two tables differ only in names, and the two bodies in their flag's.
 struct Kind {
     flag: &'static str,
     select: &'static str,
     upsert: &'static str,
+    parse: fn(Value) -> Option<StatusBody>,
+    answer: fn(StatusRow) -> ApiResponse,
 }
 
 const PROVIDER: Kind = Kind {
@@ -41,6 +41,21 @@ const PROVIDER: Kind = Kind {
                  longitude = COALESCE(EXCLUDED.longitude, provider_status.longitude),
                  updated_at = now()
              RETURNING is_active AS flag, latitude, longitude",
+    parse: |body| {
+        let update = serde_json::from_value::<ProviderStatusUpdate>(body).ok()?;
+        Some(StatusBody {
+            flag: update.is_active,
+            latitude: update.latitude,
+            longitude: update.longitude,
+        })
+    },
+    answer: |row| {
+        ApiResponse::ok(ProviderStatus {
+            is_active: row.flag,
+            latitude: row.latitude,
+            longitude: row.longitude,
+        })
+    },
 };
 
 const SEEKER: Kind = Kind {
@@ -52,6 +67,21 @@ const SEEKER: Kind = Kind {
                  longitude = COALESCE(EXCLUDED.longitude, seeker_search.longitude),
                  updated_at = now()
              RETURNING is_searching AS flag, latitude, longitude",
+    parse: |body| {
+        let update = serde_json::from_value::<SeekerSearchUpdate>(body).ok()?;
+        Some(StatusBody {
+            flag: update.is_searching,
+            latitude: update.latitude,
+            longitude: update.longitude,
+        })
+    },
+    answer: |row| {
+        ApiResponse::ok(SeekerSearch {
+            is_searching: row.flag,
+            latitude: row.latitude,
+            longitude: row.longitude,
+        })
+    },
 };
 
 fn answer(kind: &Kind, row: Option<StatusRow>) -> ApiResponse {
@@ -60,11 +90,7 @@ fn answer(kind: &Kind, row: Option<StatusRow>) -> ApiResponse {
         latitude: None,
         longitude: None,
     });
-    ApiResponse::ok(serde_json::json!({
-        kind.flag: row.flag,
-        "latitude": row.latitude,
-        "longitude": row.longitude,
-    }))
+    (kind.answer)(row)
 }
 
 async fn get(pool: &PgPool, caller: &Caller, kind: &Kind) -> anyhow::Result<ApiResponse> {
@@ -82,18 +108,16 @@ async fn put(
     kind: &Kind,
     request: ApiRequest,
 ) -> anyhow::Result<ApiResponse> {
-    let Some(Ok(body)) = request.body.map(serde_json::from_value::<StatusBody>) else {
+    let Some(body) = request.body.and_then(kind.parse) else {
         return Ok(ApiResponse::error(
             422,
-            &format!("expected {{{}, latitude?, longitude?}}", kind.flag),
+            &format!(
+                "expected {{{} (true or false), latitude?, longitude?}}",
+                kind.flag
+            ),
         ));
     };
-    let Some(flag) = body.flag else {
-        return Ok(ApiResponse::error(
-            422,
-            &format!("{} (true or false) is required", kind.flag),
-        ));
-    };
+    let flag = body.flag;
     match (body.latitude, body.longitude) {
         (None, None) => {}
         (Some(latitude), Some(longitude)) if Position::new(latitude, longitude).is_some() => {}

@@ -8,32 +8,22 @@
 use super::{Lifecycle, text, work_assigned};
 use crate::api_server::Caller;
 use crate::outbox::{Delivery, publish};
-use serde::Deserialize;
 use shared::api::{ApiRequest, ApiResponse};
 use shared::auth::is_valid_user_id;
 use shared::geo::Position;
+use shared::rest::{NewWorkOrder, WorkOrder, WorkOrderCreated};
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
 /// The answer to an order over either cap (contract section 12).
 const TOO_MANY_PENDING: &str = "too many pending work orders";
 
-#[derive(Deserialize)]
-struct CreateBody {
-    provider_id: String,
-    service_type: String,
-    #[serde(default)]
-    message: Option<String>,
-    latitude: f64,
-    longitude: f64,
-}
-
 pub async fn create(
     lifecycle: &Lifecycle,
     caller: &Caller,
     request: ApiRequest,
 ) -> anyhow::Result<ApiResponse> {
-    let Some(Ok(body)) = request.body.map(serde_json::from_value::<CreateBody>) else {
+    let Some(Ok(body)) = request.body.map(serde_json::from_value::<NewWorkOrder>) else {
         return Ok(ApiResponse::error(
             422,
             "expected {provider_id, service_type, message?, latitude, longitude}",
@@ -123,7 +113,10 @@ pub async fn create(
     }
     Ok(ApiResponse::with_status(
         201,
-        serde_json::json!({ "work_id": work_id, "status": "pending" }),
+        WorkOrderCreated {
+            work_id,
+            status: "pending".to_owned(),
+        },
     ))
 }
 
@@ -158,13 +151,13 @@ pub async fn get(
     .fetch_optional(pool)
     .await?;
     Ok(match order {
-        Some(order) => ApiResponse::ok(serde_json::json!({
-            "work_id": order.work_id,
-            "status": order.status,
-            "session_id": order.session_id,
-            "service_type": order.service_type,
-            "created_at": shared::time::rfc3339(order.created_at),
-        })),
+        Some(order) => ApiResponse::ok(WorkOrder {
+            work_id: order.work_id,
+            status: order.status,
+            session_id: order.session_id,
+            service_type: order.service_type,
+            created_at: shared::time::rfc3339(order.created_at),
+        }),
         None => ApiResponse::not_found("work order"),
     })
 }
