@@ -72,14 +72,16 @@ for role in seeker provider mediator; do
     >"$LOGS/schemathesis-$role.log" 2>&1 || { status=1; tail -n 60 "$LOGS/schemathesis-$role.log" >&2; }
   tail -n 3 "$LOGS/schemathesis-$role.log" >&2
 done
-# The AsyncAPI document the gateway serves parses, and every $ref in it points at something.
-PYTHONPATH="$TOOLS" python3 - "$BASE/docs/asyncapi.yaml" <<'PYTHON' || { status=1; log "docs/asyncapi.yaml is broken"; }
-import re, sys, urllib.request, yaml
+# The AsyncAPI document the gateway serves parses, and every $ref in it points at something: in
+# itself, or in the OpenAPI document beside it (the schemas the frames share with REST bodies).
+PYTHONPATH="$TOOLS" python3 - "$BASE/docs/asyncapi.yaml" "$BASE/docs/openapi.json" <<'PYTHON' || { status=1; log "docs/asyncapi.yaml is broken"; }
+import json, re, sys, urllib.request, yaml
 text = urllib.request.urlopen(sys.argv[1]).read().decode()
 document = yaml.safe_load(text)
+documents = {"": document, "openapi.json": json.load(urllib.request.urlopen(sys.argv[2]))}
 assert document["asyncapi"].startswith("3."), "not AsyncAPI 3"
-for reference in re.findall(r"\$ref: '#/([^']+)'", text):
-    node = document
+for target, reference in re.findall(r"\$ref: '([^'#]*)#/([^']+)'", text):
+    node = documents[target]
     for part in reference.split("/"):
         node = node[part]
 print(f"asyncapi.yaml: {len(document['channels'])} channels, {len(document['components']['messages'])} messages, every $ref resolves", file=sys.stderr)

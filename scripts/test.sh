@@ -18,6 +18,10 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@" -- --test-threads "${TEST_THREADS:-3}"
 fi
+# A TypeScript client generated from the OpenAPI document type-checks a use of every operation.
+if [ "${SKIP_CLIENT_CHECK:-0}" != 1 ]; then
+  "$ROOT/scripts/check-client.sh"
+fi
 # Every REST route fuzzed from the gateway's OpenAPI document: no 5xx, answers as documented.
 if [ "${SKIP_REST_FUZZ:-0}" != 1 ]; then
   "$ROOT/scripts/fuzz-rest.sh"

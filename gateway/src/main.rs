@@ -94,6 +94,9 @@ pub struct Config {
     /// Development only: mint demo tokens at `POST /dev/token`. Never in production.
     #[arg(long, env = "GATEWAY_DEV_MODE", default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub dev_mode: bool,
+    /// Print the OpenAPI document of the REST routes and exit (for client generators).
+    #[arg(long)]
+    pub print_openapi: bool,
 }
 
 /// What every request handler and socket task shares.
@@ -115,6 +118,10 @@ pub type SharedState = Arc<AppState>;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if config.print_openapi {
+        println!("{}", docs::document().to_pretty_json()?);
+        return Ok(());
+    }
     shared::telemetry::init("gateway");
     if !config.dev_mode
         && let Some(weakness) = config.jwt.weakness()

@@ -46,9 +46,12 @@ impl ApiResponse {
 
     /// `{"error": "..."}` with a 4xx/5xx status (contract section 3).
     pub fn error(status: u16, message: &str) -> ApiResponse {
+        let body = crate::rest::ErrorBody {
+            error: message.to_owned(),
+        };
         ApiResponse {
             status,
-            body: serde_json::json!({ "error": message }),
+            body: serde_json::json!(body),
         }
     }
 
