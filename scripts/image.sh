@@ -64,7 +64,7 @@ fi
 
 # 3. The image.
 log "building $IMAGE"
-"${PODMAN[@]}" build "${ULIMITS[@]}" --file Containerfile --tag "$IMAGE" \
+"${PODMAN[@]}" build "${ULIMITS[@]}" --format docker --file Containerfile --tag "$IMAGE" \
   --build-arg BUILD=prebuilt --build-arg BASE_IMAGE="$BASE_IMAGE" \
   --build-arg VERSION="$VERSION" --build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
   --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
