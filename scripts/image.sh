@@ -89,6 +89,17 @@ if [ "$ran" = 0 ] || [ "${IMAGE_ROOTFS:-0}" = 1 ]; then
   "${PODMAN[@]}" export "$container" | tar -x -C "$WORK/rootfs"
   "${PODMAN[@]}" rm "$container" >/dev/null
   log "unpacked into .stack/image/rootfs"
+  # One launcher per binary that runs it inside the image's root filesystem as the image's user
+  # (exec: the pid is the binary's, so signals and SIGKILL reach it): the system tests run against
+  # the image with MARKETPLACE_BIN_DIR=.stack/image/bin.
+  mkdir -p "$WORK/bin"
+  for binary in "$WORK"/rootfs/usr/local/bin/*; do
+    name=$(basename "$binary")
+    printf '#!/bin/sh\n# Runs the image'"'"'s %s (scripts/image.sh).\nexport WEB_ROOT=/app/web\nexec chroot --userspec=10001:10001 %q /usr/local/bin/%s "$@"\n' \
+      "$name" "$WORK/rootfs" "$name" >"$WORK/bin/$name"
+    chmod +x "$WORK/bin/$name"
+  done
+  log "launchers in .stack/image/bin (MARKETPLACE_BIN_DIR=.stack/image/bin runs the system tests on them)"
   if [ "$ran" = 0 ]; then
     log "chroot --userspec=10001:10001 .stack/image/rootfs gateway --help:"
     chroot --userspec=10001:10001 "$WORK/rootfs" /usr/local/bin/gateway --help
