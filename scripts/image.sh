@@ -40,8 +40,8 @@ fi
 PODMAN=(podman --storage-driver "${PODMAN_STORAGE_DRIVER:-vfs}" --runtime runc)
 # Containers may not raise limits above the caller's (no CAP_SYS_RESOURCE in a sandbox): ask for
 # exactly what this shell has.
-ULIMITS=(--ulimit "nofile=$(ulimit -Sn):$(ulimit -Hn)" --ulimit "nproc=$(($(ulimit -Su) / 2)):$(($(ulimit -Su) / 2))")
-[ "$(ulimit -Su)" = unlimited ] && ULIMITS=(--ulimit "nofile=$(ulimit -Sn):$(ulimit -Hn)")
+# (nproc: above ~20,000 runc is refused here whatever this shell's limit; a build needs few.)
+ULIMITS=(--ulimit "nofile=$(ulimit -Sn):$(ulimit -Hn)" --ulimit "nproc=4096:4096")
 
 # 1. The Debian base: minbase plus ca-certificates, documentation left out (like bookworm-slim).
 if ! "${PODMAN[@]}" image exists "$BASE_IMAGE"; then
