@@ -10,7 +10,8 @@
 # replicas), NATS_URL (a server of yours; else one is started with the users of
 # nats/server.conf and their passwords in .stack/nats-users.env), DATABASE_ADMIN_URL, DATABASE_URL, JWT_SECRET, GATEWAY_ADDR,
 # DISTANCE_TICK_SECS, DISTANCE_MIN_MOVE_M, CHAT_RETENTION_SECS, TYPING_TTL_SECS, EXPIRY_SWEEP_SECS,
-# GATEWAY_DEV_MODE (1 = the gateway mints demo tokens for the web page; never in production).
+# GATEWAY_DEV_MODE (1 = the gateway mints demo tokens for the web page; never in production),
+# STACK_BIN_DIR (run these binaries instead of building: .stack/image/bin runs the image's).
 set -euo pipefail
 source "$(dirname "$0")/lib/services.sh"
 cd "$ROOT"
@@ -30,9 +31,15 @@ if [ -z "${JWT_SECRET:-}" ]; then
 fi
 export JWT_SECRET
 
-log "building (cargo build --bins; PROFILE=release for an optimised build)"
-if [ "${PROFILE:-debug}" = release ]; then cargo build --release --bins -q; else cargo build --bins -q; fi
-BIN="$ROOT/target/${PROFILE:-debug}"
+if [ -n "${STACK_BIN_DIR:-}" ]; then
+  # e.g. .stack/image/bin: the container image's binaries (scripts/image.sh), nothing built
+  BIN="$(cd "$STACK_BIN_DIR" && pwd)"
+  log "using the binaries in $BIN"
+else
+  log "building (cargo build --bins; PROFILE=release for an optimised build)"
+  if [ "${PROFILE:-debug}" = release ]; then cargo build --release --bins -q; else cargo build --bins -q; fi
+  BIN="$ROOT/target/${PROFILE:-debug}"
+fi
 NATS_URL="$NATS_ADMIN_URL" "$BIN/provision"
 [ "${1:-}" = "--provision-only" ] && exit 0
 
