@@ -16,4 +16,5 @@ mod operations;
 mod presence;
 mod resends;
 mod runtime;
+mod webhooks;
 mod work_orders_abuse;
