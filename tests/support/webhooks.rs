@@ -39,6 +39,10 @@ pub struct Received {
     pub content_type: String,
     pub body: Value,
     pub at: Instant,
+    /// The same moment by the wall clock (to compare with the event's `timestamp`).
+    pub at_wall: chrono::DateTime<chrono::Utc>,
+    /// The status the receiver answered (a stall answers 200 if the sender still listens).
+    pub status: u16,
     /// The signature matched and the timestamp was within five minutes of now.
     pub verified: bool,
 }
@@ -57,6 +61,8 @@ impl Received {
 struct Inner {
     received: Vec<Received>,
     plan: VecDeque<Reply>,
+    /// Every n-th request answers 500 (0: never), for the benchmark.
+    fail_every: usize,
 }
 
 #[derive(Clone)]
@@ -88,6 +94,11 @@ impl Receiver {
     /// The next requests get these answers, in order (then 200 again).
     pub fn answer_next(&self, replies: &[Reply]) {
         self.lock().plan.extend(replies.iter().cloned());
+    }
+
+    /// From now on every `n`-th request (without a planned answer) gets a 500.
+    pub fn fail_every(&self, n: usize) {
+        self.lock().fail_every = n;
     }
 
     /// Every request so far.
@@ -177,21 +188,34 @@ async fn receive(
     let timestamp = header("webhook-timestamp").parse::<i64>().unwrap_or(0);
     let signature = header("webhook-signature");
     let verified = verify(SECRET, &webhook_id, timestamp, &body, &signature);
-    let received = Received {
+    let mut received = Received {
         webhook_id,
         timestamp,
         signature,
         content_type: header("content-type"),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         at: Instant::now(),
+        at_wall: chrono::Utc::now(),
+        status: 200,
         verified,
     };
     let reply = {
         let mut inner = inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut reply = inner.plan.pop_front();
+        if reply.is_none()
+            && inner.fail_every > 0
+            && (inner.received.len() + 1).is_multiple_of(inner.fail_every)
+        {
+            reply = Some(Reply::Status(500));
+        }
+        received.status = match &reply {
+            Some(Reply::Status(status)) | Some(Reply::RetryAfter(status, _)) => *status,
+            None | Some(Reply::Stall(_)) => 200,
+        };
         inner.received.push(received);
-        inner.plan.pop_front()
+        reply
     };
     match reply {
         None | Some(Reply::Status(200)) => StatusCode::OK.into_response(),
