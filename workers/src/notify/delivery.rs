@@ -78,14 +78,13 @@ pub fn body(event_type: &str, occurred_at: DateTime<Utc>, data: &Value) -> Strin
     .to_string()
 }
 
-/// Sends one claimed delivery and records what came of it.
+/// Sends one claimed delivery; answers what came of it, for [`record`].
 pub async fn attempt(
-    pool: &PgPool,
     client: &reqwest::Client,
     signer: &Signer,
     policy: &Policy,
     claimed: Claimed,
-) {
+) -> Outcome {
     let body = body(&claimed.event_type, claimed.occurred_at, &claimed.data);
     let timestamp = Utc::now().timestamp();
     let signature = signer.signature_header(&claimed.webhook_id, timestamp, body.as_bytes());
@@ -152,27 +151,76 @@ pub async fn attempt(
             tracing::info!(webhook_id = %claimed.webhook_id, url = %claimed.url, ?status, error, ?delay, "webhook attempt failed; retrying")
         }
     }
-    let recorded = sqlx::query(
-        "UPDATE webhook_deliveries
-         SET outcome = $4, last_status = $5, last_error = $6,
-             next_attempt_at = CASE WHEN $4::text IS NULL THEN now() + make_interval(secs => $7)
-                                    ELSE next_attempt_at END,
-             finished_at = CASE WHEN $4::text IS NULL THEN NULL ELSE now() END
-         WHERE webhook_id = $1 AND url = $2 AND attempts = $3 AND outcome IS NULL",
-    )
-    .bind(&claimed.webhook_id)
-    .bind(&claimed.url)
-    .bind(claimed.attempts)
-    .bind(outcome)
-    .bind(status)
-    .bind(error)
-    .bind(delay.as_secs_f64())
-    .execute(pool)
-    .await;
-    if let Err(error) = recorded {
-        // The claim runs out and the delivery is tried again: at least once, same webhook-id.
-        tracing::warn!(%error, webhook_id = %claimed.webhook_id, "cannot record a webhook attempt");
+    Outcome {
+        webhook_id: claimed.webhook_id,
+        url: claimed.url,
+        attempts: claimed.attempts,
+        outcome,
+        status,
+        error,
+        delay_secs: delay.as_secs_f64(),
     }
+}
+
+/// What one attempt came to, to be recorded.
+pub struct Outcome {
+    webhook_id: String,
+    url: String,
+    attempts: i32,
+    /// None: retried after `delay_secs`.
+    outcome: Option<&'static str>,
+    status: Option<i32>,
+    error: Option<String>,
+    delay_secs: f64,
+}
+
+/// Outcomes recorded per statement at most.
+const RECORD_BATCH: usize = 256;
+
+/// Records the outcomes sent on `outcomes` until every sender is gone, as many per statement as
+/// have arrived meanwhile (one round trip for many attempts under load, at once when idle).
+pub async fn record(pool: PgPool, mut outcomes: tokio::sync::mpsc::Receiver<Outcome>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while outcomes.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        if let Err(error) = record_batch(&pool, &batch).await {
+            // The claims run out and the deliveries are tried again: at least once, same id.
+            tracing::warn!(%error, attempts = batch.len(), "cannot record webhook attempts");
+        }
+        batch.clear();
+    }
+}
+
+/// Each outcome is written only if its row is still this claim's (same attempt, still pending).
+async fn record_batch(pool: &PgPool, batch: &[Outcome]) -> Result<(), sqlx::Error> {
+    let ids: Vec<&str> = batch.iter().map(|o| o.webhook_id.as_str()).collect();
+    let urls: Vec<&str> = batch.iter().map(|o| o.url.as_str()).collect();
+    let attempts: Vec<i32> = batch.iter().map(|o| o.attempts).collect();
+    let outcomes: Vec<Option<&str>> = batch.iter().map(|o| o.outcome).collect();
+    let statuses: Vec<Option<i32>> = batch.iter().map(|o| o.status).collect();
+    let errors: Vec<Option<&str>> = batch.iter().map(|o| o.error.as_deref()).collect();
+    let delays: Vec<f64> = batch.iter().map(|o| o.delay_secs).collect();
+    sqlx::query(
+        "UPDATE webhook_deliveries d
+         SET outcome = r.outcome, last_status = r.status, last_error = r.error,
+             next_attempt_at = CASE WHEN r.outcome IS NULL
+                                    THEN now() + make_interval(secs => r.delay)
+                                    ELSE d.next_attempt_at END,
+             finished_at = CASE WHEN r.outcome IS NULL THEN NULL ELSE now() END
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[],
+                     $7::float8[]) AS r (webhook_id, url, attempts, outcome, status, error, delay)
+         WHERE d.webhook_id = r.webhook_id AND d.url = r.url AND d.attempts = r.attempts
+           AND d.outcome IS NULL",
+    )
+    .bind(&ids)
+    .bind(&urls)
+    .bind(&attempts)
+    .bind(&outcomes)
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(&delays)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// The error's kind and chain, short enough for a column.

@@ -147,6 +147,9 @@ impl Settings {
     }
 }
 
+/// How long the delivery loop waits for a batch's worth of free requests before claiming fewer.
+const BATCH_WAIT: Duration = Duration::from_millis(20);
+
 /// How often the `message.unread` sweep runs.
 const UNREAD_EVERY: Duration = Duration::from_secs(1);
 
@@ -244,9 +247,29 @@ async fn deliver(
         return Ok(());
     };
     let client = delivery::client(settings.timeout)?;
+    let (outcomes, recorded) = tokio::sync::mpsc::channel(4096);
+    let recorder = tokio::spawn(delivery::record(pool.clone(), recorded));
     let permits = Arc::new(Semaphore::new(settings.concurrency));
     let shared = Arc::new((client, signer, settings.policy.clone()));
+    // Claims are taken in batches of at least a quarter of the requests an instance may have in
+    // flight (one statement for many rows), as soon as that many are free: never a poll interval
+    // of idleness while the queue is full (measured: sleeping instead capped an instance at
+    // `WEBHOOK_CONCURRENCY` per `WEBHOOK_POLL_MS`).
+    let batch = (settings.concurrency / 4).max(1) as u32;
     while !*stopping.borrow() {
+        let enough = tokio::select! {
+            enough = tokio::time::timeout(BATCH_WAIT, permits.clone().acquire_many_owned(batch)) => enough,
+            _ = stopping.changed() => continue,
+        };
+        drop(enough);
+        if permits.available_permits() == 0 {
+            // Still all busy after the wait: take the next one that frees.
+            let one = tokio::select! {
+                one = permits.clone().acquire_owned() => one,
+                _ = stopping.changed() => continue,
+            };
+            drop(one);
+        }
         let free = permits.available_permits();
         let claimed = if free == 0 {
             Vec::new()
@@ -264,10 +287,11 @@ async fn deliver(
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
-            let (pool, shared) = (pool.clone(), shared.clone());
+            let (outcomes, shared) = (outcomes.clone(), shared.clone());
             tokio::spawn(async move {
                 let (client, signer, policy) = &*shared;
-                delivery::attempt(&pool, client, signer, policy, claimed).await;
+                let outcome = delivery::attempt(client, signer, policy, claimed).await;
+                let _ = outcomes.send(outcome).await;
                 drop(permit);
             });
         }
@@ -280,5 +304,7 @@ async fn deliver(
     }
     // Let the attempts in flight record their outcome (run_until_stopped bounds the wait).
     let _ = permits.acquire_many(settings.concurrency as u32).await;
+    drop(outcomes);
+    let _ = recorder.await;
     Ok(())
 }
