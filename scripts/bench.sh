@@ -2,6 +2,7 @@
 # Builds the release binaries and runs the benchmarks (numbers, not pass/fail):
 #   scripts/bench.sh            # chat, distance, sockets and inbox (soak, crowd, rolling, chaos, abuse only when named)
 #   scripts/bench.sh chat       # one of them
+#   scripts/bench.sh webhooks   # the notify worker's delivery rate and delay (BENCH_WEBHOOKS=1 ... chat: chat with webhooks on)
 # Uses the machine's Postgres (or starts one) and a local nats-server >= 2.11 (installed if missing).
 set -euo pipefail
 source "$(dirname "$0")/lib/services.sh"

@@ -37,7 +37,7 @@ log "nats-server on 127.0.0.1:$NATS_PORT; database $DB"
 "${PODMAN[@]}" "${RUN[@]}" --rm -e NATS_URL="$NATS_ADMIN_URL" -e DATABASE_URL="$DATABASE_URL" "$IMAGE" provision
 
 port=9500
-for worker in lifecycle mediums distance chat expiry; do
+for worker in lifecycle mediums distance chat expiry notify; do
   port=$(free_port)
   "${PODMAN[@]}" "${RUN[@]}" -d --name "smoke-$$-$worker" -e NATS_URL="$NATS_WORKER_URL" \
     -e DATABASE_URL="$DATABASE_URL" -e METRICS_ADDR="127.0.0.1:$port" "$IMAGE" "$worker" >/dev/null

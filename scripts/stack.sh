@@ -12,6 +12,7 @@
 # DISTANCE_TICK_SECS, DISTANCE_MIN_MOVE_M, CHAT_RETENTION_SECS, TYPING_TTL_SECS, EXPIRY_SWEEP_SECS,
 # GATEWAY_DEV_MODE (1 = the gateway mints demo tokens for the web page; never in production),
 # STACK_BIN_DIR (run these binaries instead of building: .stack/image/bin runs the image's).
+# WEBHOOK_URL and WEBHOOK_SECRET (the notify worker's webhooks for offline users; unset: none sent).
 set -euo pipefail
 source "$(dirname "$0")/lib/services.sh"
 cd "$ROOT"
@@ -46,7 +47,7 @@ NATS_URL="$NATS_ADMIN_URL" "$BIN/provision"
 # Each process connects as its own NATS user (nats/server.conf): only the gateway may publish
 # client frames, only workers user events.
 mkdir -p "$STACK_DIR/logs"
-for worker in lifecycle mediums distance chat expiry; do
+for worker in lifecycle mediums distance chat expiry notify; do
   NATS_URL="$NATS_WORKER_URL" "$BIN/$worker" >"$STACK_DIR/logs/$worker.log" 2>&1 &
 done
 NATS_URL="$NATS_GATEWAY_URL" "$BIN/gateway" >"$STACK_DIR/logs/gateway.log" 2>&1 &

@@ -181,10 +181,24 @@ pub async fn run() -> anyhow::Result<()> {
     let seconds: u64 = knob("BENCH_SECONDS", 10);
     let plain_rates = rates("BENCH_RATES", "1000,2000,3000,5000,7500,10000");
     let receipt_rates = rates("BENCH_RECEIPT_RATES", "1000,2000,2500,3000,4000");
-    let options = if hot {
+    let mut options = if hot {
         load_options()
     } else {
         realistic_options()
+    };
+    // `BENCH_WEBHOOKS=1`: a notify worker beside them, delivering to a receiver here (contract
+    // section 13: the chat path must lose at most 5 % with webhooks on).
+    let webhooks = std::env::var("BENCH_WEBHOOKS").is_ok_and(|on| on == "1");
+    let _receiver = if webhooks {
+        let receiver = system_tests::webhooks::Receiver::start().await;
+        options = options
+            .only(&["lifecycle", "chat", "expiry", "notify"])
+            .env("WEBHOOK_URL", &receiver.url)
+            .env("WEBHOOK_SECRET", system_tests::webhooks::SECRET);
+        println!("webhooks on: a notify worker delivers to {}", receiver.url);
+        Some(receiver)
+    } else {
+        None
     };
     let setup = Instant::now();
     let Load {

@@ -10,6 +10,8 @@
 //!   bench inbox     the inbox of a seeker with 2,000 ended sessions: latency and query plan
 //!   bench rolling   every gateway and worker restarted in turn under 1,000 msg/s: lost, delays
 //!   bench abuse     one attacker per attack of issue 21 beside 100 pairs chatting at 200 msg/s
+//!   bench webhooks  the notify worker: 2,000 webhook events/s for 1,000 offline users, some 5xx:
+//!                   delivered/s, delay p50/p99 (BENCH_WEBHOOKS=1 bench chat: chat with webhooks on)
 //!   bench chaos     10 minutes at 500 msg/s with workers SIGKILLed every 3 s, NATS restarted,
 //!                   Postgres cut and made read-only: lost, duplicated, reordered, dead-lettered
 
@@ -21,6 +23,7 @@ mod distance;
 mod inbox;
 mod rolling;
 mod sockets;
+mod webhooks;
 
 use hdrhistogram::Histogram;
 
@@ -98,9 +101,10 @@ async fn main() -> anyhow::Result<()> {
         "rolling" => rolling::run().await,
         "chaos" => chaos::run().await,
         "abuse" => abuse::run().await,
+        "webhooks" => webhooks::run().await,
         _ => {
             eprintln!(
-                "usage: bench chat|distance|sockets|inbox|soak|crowd|rolling|chaos|abuse  (scripts/bench.sh runs the first four)"
+                "usage: bench chat|distance|sockets|inbox|soak|crowd|rolling|chaos|abuse|webhooks  (scripts/bench.sh runs the first four)"
             );
             std::process::exit(2);
         }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod proxy;
 pub mod resilient;
 pub mod stack;
+pub mod webhooks;
 
 pub use client::Client;
 pub use stack::{NatsUser, Reply, StackOptions, TestStack};

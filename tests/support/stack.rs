@@ -12,7 +12,14 @@ use std::time::{Duration, Instant};
 pub const JWT_SECRET: &str = "test-secret-of-at-least-32-bytes-for-hs256";
 
 /// Every worker kind, in start order.
-pub const WORKER_KINDS: [&str; 5] = ["lifecycle", "mediums", "distance", "chat", "expiry"];
+pub const WORKER_KINDS: [&str; 6] = [
+    "lifecycle",
+    "mediums",
+    "distance",
+    "chat",
+    "expiry",
+    "notify",
+];
 
 pub struct StackOptions {
     /// Worker kinds to start (one instance each); the gateway always starts.

@@ -17,4 +17,5 @@ mod presence;
 mod resends;
 mod rest_documents;
 mod runtime;
+mod webhooks;
 mod work_orders_abuse;

@@ -577,8 +577,8 @@ async fn a_rolling_restart_of_every_gateway_and_worker_under_chat_load_loses_not
 
     assert_eq!(
         steps.len(),
-        12,
-        "2 gateways and 10 worker instances restarted"
+        2 + 2 * system_tests::stack::WORKER_KINDS.len(),
+        "2 gateways and two instances of every worker kind restarted"
     );
     for step in &steps {
         assert!(step.exited, "{} exited on SIGTERM", step.what);

@@ -196,25 +196,35 @@ pub async fn announce(
 ) -> Result<Option<Announcement>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // The UPDATE also takes the row lock that the system message's `seq` needs.
-    let claimed: Option<(String, String, Option<String>, i16)> = sqlx::query_as(
+    let claimed: Option<(String, String, Option<String>, i16, i64)> = sqlx::query_as(
         "UPDATE work_sessions SET arrivals_count = arrivals_count + 1, arrival_armed = false
          WHERE session_id = $1 AND arrival_armed AND arrivals_count < $2
            AND connection_state IN ('waiting', 'active')
-         RETURNING seeker_id, provider_id, mediator_id, arrivals_count",
+         RETURNING seeker_id, provider_id, mediator_id, arrivals_count, work_id",
     )
     .bind(session_id)
     .bind(MAX_ARRIVALS)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((seeker_id, provider_id, mediator_id, arrivals_count)) = claimed else {
+    let Some((seeker_id, provider_id, mediator_id, arrivals_count, work_id)) = claimed else {
         return Ok(None);
     };
     let mut outbox = Outbox::default();
+    let distance_meters = (distance_meters * 10.0).round() / 10.0;
     let event = Event::ProviderArrived {
         session_id,
-        distance_meters: (distance_meters * 10.0).round() / 10.0,
+        distance_meters,
         timestamp: shared::time::now(),
     };
+    // The seeker, if offline, gets `session.provider_arrived` (contract section 14).
+    crate::webhook_events::provider_arrived(
+        &mut tx,
+        &seeker_id,
+        session_id,
+        work_id,
+        distance_meters,
+    )
+    .await?;
     outbox.to_user(&seeker_id, &event);
     outbox.to_user(&provider_id, &event);
     let mut recipients = vec![seeker_id.as_str(), provider_id.as_str()];

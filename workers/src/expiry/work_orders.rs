@@ -55,7 +55,15 @@ pub async fn sweep(
                      ORDER BY created_at LIMIT $2
                      FOR UPDATE SKIP LOCKED)
                    AND status = 'pending'
-                 RETURNING work_id, seeker_id, provider_id, service_type)
+                 RETURNING work_id, seeker_id, provider_id, service_type),
+             -- The seeker's `work.answered` webhook, in the same statement (contract section 13).
+             webhook AS (
+                 INSERT INTO webhook_events (event_type, user_id, role, data)
+                 SELECT 'work.answered', seeker_id, 'seeker',
+                        jsonb_build_object('user_id', seeker_id, 'role', 'seeker',
+                                           'session_id', NULL, 'work_id', work_id,
+                                           'status', 'expired')
+                 FROM expired)
              SELECT e.work_id, e.seeker_id, e.provider_id, e.service_type,
                     p.name AS provider_name, p.mobile AS provider_mobile,
                     u.token_name AS provider_token_name

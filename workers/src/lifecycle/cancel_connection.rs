@@ -39,6 +39,15 @@ pub async fn handle(
         .bind(row.work_id)
         .execute(&mut *tx)
         .await?;
+    // The party who did not end it hears of it, if offline (contract section 13).
+    crate::webhook_events::session_ended(
+        tx,
+        (row.user_of(role.other()), role.other()),
+        session_id,
+        row.work_id,
+        "cancelled",
+    )
+    .await?;
     let participants: Vec<&str> = row.participants().into_iter().map(|(_, id)| id).collect();
     crate::system_messages::write(
         tx,

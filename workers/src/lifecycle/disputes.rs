@@ -192,6 +192,14 @@ pub async fn open(
     .bind(dispute_id)
     .execute(&mut *tx)
     .await?;
+    crate::webhook_events::dispute_opened(
+        &mut tx,
+        session_id,
+        row.work_id,
+        dispute_id,
+        caller.role,
+    )
+    .await?;
     let mut outbox = Outbox::default();
     let text = format!(
         "The {} opened a dispute. A mediator from the platform will join this chat.",

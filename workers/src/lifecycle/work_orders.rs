@@ -106,6 +106,7 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     let event = work_assigned::for_order(&mut *tx, work_id).await?;
+    crate::webhook_events::work_assigned(&mut tx, &body.provider_id, work_id).await?;
     tx.commit().await?;
     if let Some(event) = event {
         let delivery = Delivery::to_user(&body.provider_id, &event);

@@ -96,6 +96,14 @@ async fn accept(
     .await?;
     set_provider_active(tx, &order.provider_id, false).await?;
     set_seeker_searching(tx, &order.seeker_id, false).await?;
+    crate::webhook_events::work_answered(
+        tx,
+        &order.seeker_id,
+        work_id,
+        "accepted",
+        Some(session_id),
+    )
+    .await?;
     let accepted = |message: &str| Event::WorkAccepted {
         work_id,
         session_id,
@@ -134,6 +142,7 @@ async fn reject(
     .bind(work_id)
     .execute(&mut *tx)
     .await?;
+    crate::webhook_events::work_answered(tx, &order.seeker_id, work_id, "rejected", None).await?;
     let provider: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT p.name, p.mobile, u.token_name FROM users u LEFT JOIN profiles p ON p.user_id = u.user_id
          WHERE u.user_id = $1",
