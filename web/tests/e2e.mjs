@@ -451,7 +451,7 @@ async function main() {
       await P.locator('.account button', { hasText: 'Sign out' }).click();
       await P.locator('.user-id').fill(offline);
       await P.locator('.signin-dev button').click();
-      await expectText(P.locator('.who'), `Offline Provider (${offline})`);
+      await expectText(P.locator('.who'), `(${offline})`);
       await expectText(P.locator('.notifications .notification[data-type="work.assigned"]'), `New work order #${offlineWorkId}`,
         { what: 'the provider pane notifications panel' });
       await expectText(P.locator(`.order-card[data-work-id="${offlineWorkId}"]`), `Order #${offlineWorkId} · Electrician`);
