@@ -12,7 +12,9 @@
 # DISTANCE_TICK_SECS, DISTANCE_MIN_MOVE_M, CHAT_RETENTION_SECS, TYPING_TTL_SECS, EXPIRY_SWEEP_SECS,
 # GATEWAY_DEV_MODE (1 = the gateway mints demo tokens for the web page; never in production),
 # STACK_BIN_DIR (run these binaries instead of building: .stack/image/bin runs the image's).
-# WEBHOOK_URL and WEBHOOK_SECRET (the notify worker's webhooks for offline users; unset: none sent).
+# WEBHOOK_URL and WEBHOOK_SECRET (the notify worker's webhooks for offline users; unset: none sent,
+# except in development mode, where they go to the gateway's development receiver and the web
+# page's "Notifications" panels show them).
 set -euo pipefail
 source "$(dirname "$0")/lib/services.sh"
 cd "$ROOT"
@@ -31,6 +33,14 @@ if [ -z "${JWT_SECRET:-}" ]; then
   if [ "$GATEWAY_DEV_MODE" = 1 ]; then JWT_SECRET=dev-secret-change-me; else JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"; fi
 fi
 export JWT_SECRET
+# Development mode without a receiver of one's own: the notify worker delivers to the gateway's
+# development receiver (gateway/src/dev.rs), which verifies with the same secret (generated here
+# unless given), so the web page shows what a push would have said.
+if [ "$GATEWAY_DEV_MODE" = 1 ] && [ -z "${WEBHOOK_URL:-}" ]; then
+  export WEBHOOK_URL="http://$GATEWAY_ADDR/dev/webhooks"
+  [ -n "${WEBHOOK_SECRET:-}" ] || WEBHOOK_SECRET="whsec_$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+  export WEBHOOK_SECRET
+fi
 
 if [ -n "${STACK_BIN_DIR:-}" ]; then
   # e.g. .stack/image/bin: the container image's binaries (scripts/image.sh), nothing built
@@ -62,6 +72,7 @@ cat <<INFO
     health         http://$GATEWAY_ADDR/health
     stats          http://$GATEWAY_ADDR/api/websocket/stats
     metrics        http://$GATEWAY_ADDR/metrics
+    webhooks       ${WEBHOOK_URL:-none (WEBHOOK_URL unset)}
     seeker socket  ws://$GATEWAY_ADDR/ws/work/seeker/?token=\$SEEKER_TOKEN
     provider socket ws://$GATEWAY_ADDR/ws/work/provider/?token=\$PROVIDER_TOKEN
     NATS           $NATS_TRACE_URL      (read-only; trace: nats --server \$NATS_TRACE_URL sub 'session.>')

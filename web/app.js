@@ -176,6 +176,77 @@ function throttle(fn, ms) {
   };
 }
 
+// ---- notifications (development mode): what a push would have said ---------------------------
+// The notify worker tells the operator's backend, by webhook, which offline user needs a push
+// (contract section 13). In development mode the gateway is that backend (POST /dev/webhooks) and
+// lists what it received for the signed-in user at GET /dev/notifications; this panel polls it.
+const NOTIFICATION_POLL_MS = 2000;
+const ENDINGS = { cancelled: 'cancelled', completed: 'finished' };
+
+/** A push's short text for one webhook event ({type, data}). */
+export function notificationText({ type, data = {} }) {
+  const order = data.work_id ? ` #${data.work_id}` : '';
+  const session = data.session_id ? ` (session ${String(data.session_id).slice(0, 8)}…)` : '';
+  switch (type) {
+    case 'work.assigned': return `New work order${order}`;
+    case 'work.answered': return `Your work order${order} was ${data.status ?? 'answered'}`;
+    case 'message.unread': return `${data.unread_count > 1 ? `${data.unread_count} unread messages` : 'Unread message'} in order${order}${session}${data.preview ? `: “${data.preview}”` : ''}`;
+    case 'session.provider_arrived': return `Provider arrived${data.distance_meters !== undefined ? ` (${Math.round(data.distance_meters)} m away)` : ''}`;
+    case 'session.ended': return `Order${order} ${ENDINGS[data.connection_state] ?? 'ended'} by the ${data.ended_by ?? 'other party'}`;
+    case 'dispute.opened': return `Dispute opened by the ${data.opened_by ?? 'other party'} on order${order}`;
+    default: return type;
+  }
+}
+
+/** The panel; start(api) polls with that user's RestApi until stop(). */
+function createNotificationsPanel() {
+  const list = h('ol', { class: 'notifications-list', 'aria-live': 'polite' });
+  const empty = h('p', { class: 'hint notifications-empty' }, 'Nothing yet: pushes go to users with no open connection.');
+  const element = h('section', { class: 'notifications', hidden: true },
+    h('h3', {}, 'Notifications (what a push would have said)'), empty, list);
+  let timer = null;
+  let api = null;
+  let shown = '';
+
+  async function poll() {
+    const polling = api;
+    try {
+      const { notifications } = await polling.request('GET', '/dev/notifications');
+      if (polling !== api) return;
+      const ids = notifications.map((n) => n.webhook_id).join(',');
+      if (ids === shown) return;
+      shown = ids;
+      empty.hidden = notifications.length > 0;
+      list.replaceChildren(...notifications.map((n) => h('li', { class: 'notification', 'data-type': n.type, 'data-webhook-id': n.webhook_id },
+        h('span', { class: 'type' }, n.type),
+        h('span', { class: 'text' }, notificationText(n)),
+        h('time', {}, timeOf(n.timestamp)))));
+    } catch {
+      // A development convenience: the next poll tries again.
+    } finally {
+      if (polling === api) timer = setTimeout(poll, NOTIFICATION_POLL_MS);
+    }
+  }
+
+  return {
+    element,
+    start(restApi) {
+      this.stop();
+      api = restApi;
+      element.hidden = false;
+      poll();
+    },
+    stop() {
+      clearTimeout(timer);
+      api = null;
+      shown = '';
+      list.replaceChildren();
+      empty.hidden = false;
+      element.hidden = true;
+    },
+  };
+}
+
 /** One party's pane: sign-in, its role's controls, the session and the chat. */
 function createPane(root, role, { devMode, defaults }) {
   const other = role === 'seeker' ? 'provider' : 'seeker';
@@ -365,9 +436,11 @@ function createPane(root, role, { devMode, defaults }) {
     inboxTimer = setTimeout(loadInbox, 400);
   }
 
+  const notifications = createNotificationsPanel();
+
   root.append(header, notices, signin,
     h('div', { class: 'account', hidden: true }, reconnectButton, signOutButton),
-    roleSection, positionSection, sessionSection, inboxSection);
+    roleSection, positionSection, sessionSection, inboxSection, notifications.element);
 
   // ---- sign in / out -------------------------------------------------------------------------
   async function signInDev() {
@@ -420,6 +493,7 @@ function createPane(root, role, { devMode, defaults }) {
     roleSection.hidden = false;
     refreshInboxSoon();
     positionSection.hidden = false;
+    if (devMode) notifications.start(client.api);
     client.connect();
     const saved = localStorage.getItem(storageKey());
     if (saved) client.resumeSession(saved);
@@ -437,6 +511,7 @@ function createPane(root, role, { devMode, defaults }) {
     roleSection.hidden = true;
     positionSection.hidden = true;
     sessionSection.hidden = true;
+    notifications.stop();
     clearInterval(reconnectTicker);
     setBadge('offline', 'Offline');
   }
@@ -930,7 +1005,8 @@ function createMediatorPane(root, { devMode }) {
   const sessionSection = h('section', { class: 'session', hidden: true }, h('h3', {}, 'Disputed session'),
     h('div', { class: 'chat open' }, h('h4', {}, 'Chat with both parties'), chatLog, typing, chatForm), resolveForm);
 
-  root.append(h('header', { class: 'pane-header' }, h('h2', {}, 'Mediator'), who, connBadge), notices, signin, queueSection, sessionSection);
+  const notifications = createNotificationsPanel();
+  root.append(h('header', { class: 'pane-header' }, h('h2', {}, 'Mediator'), who, connBadge), notices, signin, queueSection, sessionSection, notifications.element);
 
   function place(el, seq) {
     el.dataset.seq = seq ?? '';
@@ -1003,6 +1079,7 @@ function createMediatorPane(root, { devMode }) {
     who.textContent = `${claims.name ?? claims.sub} (${claims.sub})`;
     signin.hidden = true;
     queueSection.hidden = false;
+    if (devMode) notifications.start(client.api);
     client.connect();
   }
 

@@ -91,9 +91,15 @@ pub struct Config {
     /// served from origins of their own. Empty: no cross-origin access.
     #[arg(long, env = "GATEWAY_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
-    /// Development only: mint demo tokens at `POST /dev/token`. Never in production.
+    /// Development only: mint demo tokens at `POST /dev/token` and receive webhooks at
+    /// `POST /dev/webhooks` for the web page's notifications (`dev.rs`). Never in production.
     #[arg(long, env = "GATEWAY_DEV_MODE", default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub dev_mode: bool,
+    /// Development mode only: the notify worker's `WEBHOOK_SECRET` (`whsec_...`, two
+    /// space-separated while rotating), which the development receiver verifies webhooks with.
+    /// Unset: that receiver refuses them (503).
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
     /// Print the OpenAPI document of the REST routes and exit (for client generators).
     #[arg(long)]
     pub print_openapi: bool,
@@ -111,6 +117,8 @@ pub struct AppState {
     pub rest_limit: rest_limit::RestLimit,
     /// Turns true on SIGTERM / Ctrl-C: every socket publishes what it read, closes with 1012.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Development mode's webhook receiver (unused, and unrouted, otherwise).
+    pub dev_inbox: dev::Inbox,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -133,6 +141,14 @@ async fn main() -> anyhow::Result<()> {
             shared::config::JWT_SECRET_MIN_BYTES
         );
     }
+    // Only development mode's receiver reads the webhook secret; a wrong one stops the start.
+    let webhook_signer = match (&config.webhook_secret, config.dev_mode) {
+        (Some(secret), true) if !secret.trim().is_empty() => Some(
+            shared::webhooks::Signer::parse(secret)
+                .map_err(|error| anyhow::anyhow!("WEBHOOK_SECRET: {error}"))?,
+        ),
+        _ => None,
+    };
     let (nats, reconnects) =
         shared::nats::connect_watching_reconnects(&config.nats.nats_url, "gateway").await?;
     let metrics = stats::install_metrics()?;
@@ -143,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
         stats: stats::Stats::new(metrics),
         rest_limit: rest_limit::RestLimit::new(config.rest_rate_per_sec),
         shutdown: tokio::sync::watch::Sender::new(false),
+        dev_inbox: dev::Inbox::new(webhook_signer),
         nats,
         config: config.clone(),
     });
@@ -150,6 +167,11 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(
             "DEVELOPMENT MODE: anyone can mint tokens at POST /dev/token. Never run this in production."
         );
+        if state.dev_inbox.refuses() {
+            tracing::info!(
+                "no WEBHOOK_SECRET: the development webhook receiver (POST /dev/webhooks) refuses webhooks"
+            );
+        }
     }
     tokio::spawn(announce_after_reconnects(state.clone(), reconnects));
     let (socketio_layer, socketio) = socketio::layer(state.clone());
@@ -259,7 +281,10 @@ fn router(state: SharedState) -> Router {
     let web = tower_http::services::ServeDir::new(&state.config.web_root);
     let mut router = Router::new();
     if state.config.dev_mode {
-        router = router.route("/dev/token", post(dev::mint_token));
+        router = router
+            .route("/dev/token", post(dev::mint_token))
+            .route("/dev/webhooks", post(dev::receive_webhook))
+            .route("/dev/notifications", get(dev::notifications));
     }
     router
         .route("/health", get(stats::health))

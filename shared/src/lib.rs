@@ -1,5 +1,5 @@
 //! Code common to the gateway and every worker: the typed frames of the contract, the NATS subject
-//! map, JWT checks, NATS/JetStream and Postgres start-up checks, configuration and telemetry.
+//! map, JWT checks, webhook signatures, NATS/JetStream and Postgres start-up checks, configuration and telemetry.
 //!
 //! Anything two processes must agree on lives here, in one place each, so that a frame or a
 //! subject is found by name.
@@ -16,3 +16,4 @@ pub mod rest;
 pub mod subjects;
 pub mod telemetry;
 pub mod time;
+pub mod webhooks;

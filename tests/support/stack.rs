@@ -30,6 +30,9 @@ pub struct StackOptions {
     pub database_proxy: bool,
     /// nats-servers: 1, or a cluster of this many nodes with every stream and bucket replicated.
     pub nats_nodes: usize,
+    /// The gateway runs in development mode and the notify worker's `WEBHOOK_URL` is its
+    /// development receiver (`/dev/webhooks`), whose port is only known once the stack starts.
+    pub webhooks_to_dev_gateway: bool,
 }
 
 impl Default for StackOptions {
@@ -39,6 +42,7 @@ impl Default for StackOptions {
             env: Vec::new(),
             database_proxy: false,
             nats_nodes: 1,
+            webhooks_to_dev_gateway: false,
         }
     }
 }
@@ -59,6 +63,13 @@ impl StackOptions {
             .env("WS_RATE_LOCATION_PER_SEC", "1000000")
             .env("WS_RATE_BYTES_PER_SEC", "1000000000")
             .env("GATEWAY_REST_RATE_PER_SEC", "0")
+    }
+
+    /// Development mode for the gateway, and the notify worker delivering to its receiver (the
+    /// test still sets `WEBHOOK_SECRET`, shared by both).
+    pub fn webhooks_to_dev_gateway(mut self) -> Self {
+        self.webhooks_to_dev_gateway = true;
+        self
     }
 
     pub fn through_database_proxy(mut self) -> Self {
@@ -302,6 +313,13 @@ impl TestStack {
                 format!("{}/../web", env!("CARGO_MANIFEST_DIR")),
             ),
         ];
+        if options.webhooks_to_dev_gateway {
+            env.push((String::from("GATEWAY_DEV_MODE"), String::from("1")));
+            env.push((
+                String::from("WEBHOOK_URL"),
+                format!("http://127.0.0.1:{gateway_port}/dev/webhooks"),
+            ));
+        }
         env.extend(options.env);
         let mut stack = TestStack {
             nats_url,

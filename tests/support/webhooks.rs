@@ -238,22 +238,25 @@ fn status_code(status: u16) -> StatusCode {
 /// base64-decoded secret, compared with each `v1,` entry of the header; the timestamp within
 /// five minutes of now.
 pub fn verify(secret: &str, id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
-    let Some(key) = secret
-        .strip_prefix("whsec_")
-        .and_then(|encoded| STANDARD.decode(encoded).ok())
-    else {
+    let Some(expected) = signature(secret, id, timestamp, body) else {
         return false;
     };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&key) else {
-        return false;
-    };
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    let expected = STANDARD.encode(mac.finalize().into_bytes());
     let fresh = (chrono::Utc::now().timestamp() - timestamp).abs() <= 300;
     fresh
         && header
             .split(' ')
             .filter_map(|entry| entry.strip_prefix("v1,"))
             .any(|signature| signature == expected)
+}
+
+/// The base64 signature of one request (no `v1,`), as a sender computes it; None for a secret
+/// that is not `whsec_<base64>`.
+pub fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|encoded| STANDARD.decode(encoded).ok())?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).ok()?;
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    Some(STANDARD.encode(mac.finalize().into_bytes()))
 }

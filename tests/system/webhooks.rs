@@ -1,13 +1,14 @@
 //! Contract section 13: offline users are told, by signed webhooks. A real HTTP receiver started
 //! by the test (`system_tests::webhooks`) records every request and checks its Standard Webhooks
 //! signature with the specification's algorithm; the notify worker delivers from the outbox.
-//! Timers are shortened: PUSH_AFTER_SECS 1, PRESENCE_GRACE_SECS 1, retries after 0.3 s.
+//! Timers are shortened: PUSH_AFTER_SECS 1, PRESENCE_GRACE_SECS 1, retries after 0.3 s. The
+//! gateway's development receiver, which the web page shows, is tested here too.
 
 use serde_json::{Value, json};
 use shared::auth::Role;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use system_tests::webhooks::{Received, Receiver, Reply, SECRET};
+use system_tests::webhooks::{Received, Receiver, Reply, SECRET, signature};
 use system_tests::{Client, StackOptions, TestStack};
 
 /// Long enough for a webhook to come when it should (sweeps run every second).
@@ -528,4 +529,167 @@ async fn two_notify_instances_deliver_each_event_once() {
     assert_eq!(works, work_ids.into_iter().collect());
     assert_eq!(stack.worker_pids("notify").len(), 2);
     stack.kill_workers("notify");
+}
+
+/// Posts `body` to the gateway's development receiver with these Standard Webhooks headers;
+/// answers the status.
+async fn post_to_dev_receiver(
+    stack: &TestStack,
+    webhook_id: &str,
+    timestamp: i64,
+    signature: &str,
+    body: &str,
+) -> u16 {
+    reqwest::Client::new()
+        .post(format!("http://{}/dev/webhooks", stack.gateway))
+        .header("content-type", "application/json")
+        .header("webhook-id", webhook_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("the development receiver answers")
+        .status()
+        .as_u16()
+}
+
+/// What `GET /dev/notifications` lists for `user_id` in `role`.
+async fn dev_notifications(stack: &TestStack, user_id: &str, role: Role) -> Vec<Value> {
+    let reply = stack
+        .http()
+        .get("/dev/notifications", &stack.token(user_id, role))
+        .await
+        .expect_status(200);
+    reply.body["notifications"]
+        .as_array()
+        .cloned()
+        .expect("a notifications list")
+}
+
+/// The gateway's development receiver (`gateway/src/dev.rs`, what the web page's notifications
+/// panel shows): the notify worker delivers to it, it verifies the signature with the shared
+/// secret, refuses forgeries and stale requests, keeps each `webhook-id` once and lists an event
+/// to its recipient only (a mediators' event to every mediator).
+#[tokio::test]
+async fn the_dev_receiver_verifies_and_lists_notifications_per_user() {
+    let stack = TestStack::with(
+        StackOptions::default()
+            .only(&["lifecycle", "chat", "notify"])
+            .without_rate_limits()
+            .webhooks_to_dev_gateway()
+            .env("WEBHOOK_SECRET", SECRET)
+            .env("PRESENCE_GRACE_SECS", "1")
+            .env("WEBHOOK_POLL_MS", "50"),
+    )
+    .await;
+
+    // A real event, signed by notify, verified and kept by the gateway.
+    let work_id = order(&stack, "seek1", "prov1").await;
+    let deadline = Instant::now() + WITHIN;
+    let listed = loop {
+        let listed = dev_notifications(&stack, "prov1", Role::Provider).await;
+        if !listed.is_empty() || Instant::now() >= deadline {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let assigned = &listed[0];
+    assert_eq!(assigned["type"], "work.assigned");
+    assert_eq!(assigned["data"]["work_id"], work_id);
+    assert_eq!(assigned["data"]["user_id"], "prov1");
+    assert!(assigned["timestamp"].as_str().is_some(), "{assigned}");
+    let webhook_id = assigned["webhook_id"].as_str().expect("webhook_id");
+    assert!(webhook_id.starts_with("msg_"), "{assigned}");
+    assert_eq!(
+        outcome(&stack, webhook_id).await,
+        (1, Some(String::from("delivered")))
+    );
+    // Only its recipient sees it: not the seeker of the order, not another provider.
+    assert!(
+        dev_notifications(&stack, "seek1", Role::Seeker)
+            .await
+            .is_empty()
+    );
+    assert!(
+        dev_notifications(&stack, "prov2", Role::Provider)
+            .await
+            .is_empty()
+    );
+    assert!(
+        dev_notifications(&stack, "prov1", Role::Seeker)
+            .await
+            .is_empty()
+    );
+    let anonymous = stack.http().get("/dev/notifications", "").await;
+    assert_eq!(anonymous.status, 401);
+
+    // Forgeries are refused: another secret's signature, no signature, a captured request
+    // replayed six minutes later.
+    let now = chrono::Utc::now().timestamp();
+    let body = json!({"type": "work.assigned", "timestamp": "2025-01-01T00:00:00Z",
+                      "data": {"user_id": "prov2", "role": "provider", "work_id": 7, "session_id": null}})
+    .to_string();
+    let other_secret = "whsec_QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB";
+    let forged = signature(other_secret, "msg_forged", now, body.as_bytes()).expect("signs");
+    assert_eq!(
+        post_to_dev_receiver(&stack, "msg_forged", now, &format!("v1,{forged}"), &body).await,
+        401
+    );
+    assert_eq!(
+        post_to_dev_receiver(&stack, "msg_forged", now, "", &body).await,
+        401
+    );
+    let stale = now - 360;
+    let old = signature(SECRET, "msg_stale", stale, body.as_bytes()).expect("signs");
+    assert_eq!(
+        post_to_dev_receiver(&stack, "msg_stale", stale, &format!("v1,{old}"), &body).await,
+        401
+    );
+    assert!(
+        dev_notifications(&stack, "prov2", Role::Provider)
+            .await
+            .is_empty()
+    );
+
+    // A genuine request is kept once, however often it is retried.
+    let genuine = signature(SECRET, "msg_genuine", now, body.as_bytes()).expect("signs");
+    for _ in 0..2 {
+        assert_eq!(
+            post_to_dev_receiver(&stack, "msg_genuine", now, &format!("v1,{genuine}"), &body).await,
+            204
+        );
+    }
+    let listed = dev_notifications(&stack, "prov2", Role::Provider).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["webhook_id"], "msg_genuine");
+    assert_eq!(
+        dev_notifications(&stack, "prov1", Role::Provider)
+            .await
+            .len(),
+        1
+    );
+
+    // A mediators' event names no user: every mediator sees it.
+    let dispute = json!({"type": "dispute.opened", "timestamp": "2025-01-01T00:00:00Z",
+                         "data": {"user_id": null, "role": "mediator", "dispute_id": 1}})
+    .to_string();
+    let signed = signature(SECRET, "msg_dispute", now, dispute.as_bytes()).expect("signs");
+    assert_eq!(
+        post_to_dev_receiver(
+            &stack,
+            "msg_dispute",
+            now,
+            &format!("v1,{signed}"),
+            &dispute
+        )
+        .await,
+        204
+    );
+    for mediator in ["med1", "med2"] {
+        let listed = dev_notifications(&stack, mediator, Role::Mediator).await;
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0]["type"], "dispute.opened");
+    }
 }

@@ -416,6 +416,50 @@ async function main() {
       if (errors.length > 0) throw new Error(`unexpected error notices during the session: ${errors.join(' / ')}`);
     });
 
+    await step('a provider who is offline gets a work order: signed in, the notifications panel shows the push', async () => {
+      // A provider who never opened a socket goes active over REST; the seeker orders from them.
+      // The notify worker's work.assigned webhook goes to this gateway's development receiver.
+      const offline = 'offline-provider';
+      const providerToken = await page.evaluate(async (id) => {
+        const mint = await fetch('/dev/token', {
+          method: 'POST', headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ user_id: id, role: 'provider', name: 'Offline Provider' }),
+        });
+        const { token } = await mint.json();
+        const { latitude, longitude } = window.marketplace.planeToLatLng({ x: 300, y: 400 });
+        const response = await fetch('/api/provider/status', {
+          method: 'PUT', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+          body: JSON.stringify({ is_active: true, latitude, longitude }),
+        });
+        if (!response.ok) throw new Error(`going active failed: HTTP ${response.status} ${await response.text()}`);
+        return token;
+      }, offline);
+      await S.locator('.provider-id').fill(offline);
+      await S.locator('.service-type').fill('Electrician');
+      await S.locator('.order-message').fill('The lights flicker');
+      await S.locator('.send-order').click();
+      const status = await expectText(S.locator('.order-status'), new RegExp(`Order #\\d+ sent to ${offline}`));
+      const offlineWorkId = status.match(/#(\d+)/)[1];
+      // The push went out while the provider had no socket (only then is one sent)...
+      await until(async () => {
+        const { notifications } = await page.evaluate(async (token) => (await fetch('/dev/notifications', {
+          headers: { Authorization: `Bearer ${token}` },
+        })).json(), providerToken);
+        return notifications.some((n) => n.type === 'work.assigned' && String(n.data.work_id) === offlineWorkId) || notifications;
+      }, 'the development receiver should have the work.assigned webhook for the offline provider');
+      // ...and the provider, signing in, sees what it said, and the order itself.
+      await P.locator('.account button', { hasText: 'Sign out' }).click();
+      await P.locator('.user-id').fill(offline);
+      await P.locator('.signin-dev button').click();
+      await expectText(P.locator('.who'), `(${offline})`);
+      await expectText(P.locator('.notifications .notification[data-type="work.assigned"]'), `New work order #${offlineWorkId}`,
+        { what: 'the provider pane notifications panel' });
+      await expectText(P.locator(`.order-card[data-work-id="${offlineWorkId}"]`), `Order #${offlineWorkId} · Electrician`);
+      // The mediator had not signed in when the seeker opened the dispute: it was told too.
+      await expectText(M.locator('.notifications .notification[data-type="dispute.opened"]'), `Dispute opened by the seeker on order #${workId}`,
+        { what: 'the mediator pane notifications panel' });
+    });
+
     if (NODEV_GATEWAY) {
       await step('without development mode the page asks for a token', async () => {
         const { status } = await fetch(`${NODEV_GATEWAY}/dev/token`, {

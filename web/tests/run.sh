@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Real-browser end-to-end test of the web client. Starts its own stack on free ports (nats-server,
-# a fresh database, every worker, a gateway in development mode and a second one without it),
+# a fresh database, every worker, a gateway in development mode and a second one without it; the
+# notify worker's webhooks go to the development gateway's receiver, which the page shows),
 # then drives Debian's Chromium through a whole session with playwright-core (e2e.mjs).
 # Works on a fresh machine: installs Chromium and the npm dependency when missing; never downloads
 # a browser of its own. Needs the binaries in target/debug (cargo build --bins; scripts/test.sh does).
@@ -58,7 +59,7 @@ if [ ! -d "$HERE/node_modules/playwright-core" ] || [ ! -d "$HERE/node_modules/s
   (cd "$HERE" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) \
     || die "npm ci failed in web/tests"
 fi
-for binary in provision lifecycle mediums distance chat expiry gateway token; do
+for binary in provision lifecycle mediums distance chat expiry notify gateway token; do
   [ -x "$BIN/$binary" ] || die "$BIN/$binary is missing: run cargo build --bins (scripts/test.sh does)"
 done
 
@@ -97,9 +98,14 @@ export DATABASE_URL="$(database_url_for "$DATABASE_NAME")"
 export JWT_SECRET="web-e2e-secret-$RANDOM$RANDOM-$RANDOM$RANDOM-$RANDOM$RANDOM"
 export DISTANCE_TICK_SECS=2 TYPING_TTL_SECS=2 DATABASE_POOL_SIZE=4 RUST_LOG="${RUST_LOG:-info}"
 unset GATEWAY_DEV_MODE
+# Webhooks for offline users go to the development gateway's receiver (its notifications panel);
+# notify and that gateway share the secret. The second gateway ignores it (no development mode).
+export WEBHOOK_URL="http://127.0.0.1:$GATEWAY_PORT/dev/webhooks"
+export WEBHOOK_SECRET="whsec_$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+export WEBHOOK_POLL_MS=100
 
 NATS_URL="$NATS_ADMIN_URL" "$BIN/provision" >"$LOGS/provision.log" 2>&1 || { cat "$LOGS/provision.log" >&2; die "provision failed"; }
-for worker in lifecycle mediums distance chat expiry; do
+for worker in lifecycle mediums distance chat expiry notify; do
   "$BIN/$worker" >"$LOGS/$worker.log" 2>&1 &
   PIDS+=($!)
 done

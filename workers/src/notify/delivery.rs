@@ -12,9 +12,9 @@
 
 use super::metrics::url_label;
 use super::policy::{self, Answer, Next, Policy};
-use super::signing::Signer;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use shared::webhooks::Signer;
 use sqlx::{FromRow, PgPool};
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 //! - `fan_out`: events the other workers recorded with their cause (`crate::webhook_events`)
 //!   become one delivery per URL, unless the recipient is online (`presence`).
 //! - `unread`: `message.unread`, derived once a second from the undelivered messages.
-//! - `delivery`: claims due deliveries, POSTs them signed (`signing`), and records the outcome
+//! - `delivery`: claims due deliveries, POSTs them signed (`shared::webhooks`), and records the outcome
 //!   and the next attempt (`policy`).
 //! - `metrics`: queue depth and oldest pending age per URL; `retention`: old rows go.
 //!
@@ -18,7 +18,6 @@ pub mod metrics;
 pub mod policy;
 pub mod presence;
 pub mod retention;
-pub mod signing;
 pub mod unread;
 
 use async_nats::jetstream::kv;
@@ -70,7 +69,7 @@ pub struct NotifyConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("WEBHOOK_SECRET: {0}")]
-    Secret(#[from] signing::SecretError),
+    Secret(#[from] shared::webhooks::SecretError),
     #[error(transparent)]
     Schedule(#[from] policy::ScheduleError),
     #[error("WEBHOOK_URL {0:?} is not an http(s) URL")]
@@ -86,7 +85,7 @@ pub enum ConfigError {
 pub struct Settings {
     pub urls: Vec<String>,
     /// None only when no URL is configured.
-    pub signer: Option<signing::Signer>,
+    pub signer: Option<shared::webhooks::Signer>,
     pub policy: policy::Policy,
     pub unread: unread::UnreadRule,
     pub timeout: Duration,
@@ -121,7 +120,7 @@ impl Settings {
         let signer = if urls.is_empty() {
             None
         } else {
-            Some(signing::Signer::parse(&config.webhook_secret)?)
+            Some(shared::webhooks::Signer::parse(&config.webhook_secret)?)
         };
         let timeout = seconds(config.webhook_timeout_secs, "WEBHOOK_TIMEOUT_SECS")?;
         let claim = seconds(config.webhook_claim_secs, "WEBHOOK_CLAIM_SECS")?;
