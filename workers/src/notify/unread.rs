@@ -97,19 +97,27 @@ pub async fn sweep(
     let due_until = (now - to_chrono(rule.after)).min(swept_to + to_chrono(MAX_SLICE));
     let from = swept_to - to_chrono(LOOKBACK);
     let pairs: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT session_id,
-                CASE sender_type WHEN 'seeker' THEN 'provider' ELSE 'seeker' END AS role
-         FROM chat_messages
-         WHERE delivery_status = 'sent' AND sender_type IN ('seeker', 'provider')
-           AND created_at > $1 AND created_at <= $2
-         UNION
-         SELECT m.session_id, r.role
-         FROM chat_messages m
-         CROSS JOIN LATERAL (VALUES ('seeker', m.seeker_delivered_at),
-                                    ('provider', m.provider_delivered_at)) AS r (role, delivered_at)
-         WHERE m.sender_type = 'mediator'
-           AND (m.seeker_delivered_at IS NULL OR m.provider_delivered_at IS NULL)
-           AND r.delivered_at IS NULL AND m.created_at > $1 AND m.created_at <= $2
+        "SELECT due.session_id, due.role FROM (
+             SELECT session_id, seq,
+                    CASE sender_type WHEN 'seeker' THEN 'provider' ELSE 'seeker' END AS role
+             FROM chat_messages
+             WHERE delivery_status = 'sent' AND sender_type IN ('seeker', 'provider')
+               AND created_at > $1 AND created_at <= $2
+             UNION ALL
+             SELECT m.session_id, m.seq, r.role
+             FROM chat_messages m
+             CROSS JOIN LATERAL (VALUES ('seeker', m.seeker_delivered_at),
+                                        ('provider', m.provider_delivered_at)) AS r (role, delivered_at)
+             WHERE m.sender_type = 'mediator'
+               AND (m.seeker_delivered_at IS NULL OR m.provider_delivered_at IS NULL)
+               AND r.delivered_at IS NULL AND m.created_at > $1 AND m.created_at <= $2) due
+         -- A message a previous pass covered (announced, or its recipient was online) is not
+         -- looked at again while the look-back still reads it: each due message costs one pass.
+         WHERE NOT EXISTS (
+             SELECT 1 FROM webhook_unread_marks k
+             WHERE k.session_id = due.session_id AND k.role = due.role
+               AND k.announced_seq >= due.seq)
+         GROUP BY due.session_id, due.role
          UNION
          SELECT session_id, role FROM webhook_unread_marks
          WHERE held AND last_sent_at <= $3 - make_interval(secs => $4)",
