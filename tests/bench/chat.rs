@@ -210,15 +210,7 @@ pub async fn run() -> anyhow::Result<()> {
     // Quiet sockets beside the talkers (`BENCH_IDLE_SOCKETS`, 0): users who are connected and
     // say nothing, as most of a real deployment's are.
     let idle: usize = knob("BENCH_IDLE_SOCKETS", 0);
-    let mut idle_sockets = Vec::with_capacity(idle);
-    for index in 0..idle {
-        let role = if index % 2 == 0 {
-            shared::auth::Role::Seeker
-        } else {
-            shared::auth::Role::Provider
-        };
-        idle_sockets.push(stack.connect(&format!("quiet{index}"), role).await);
-    }
+    let idle_sockets = connect_idle(&stack, "quiet", idle).await;
     if idle > 0 {
         // Their connect notices are answered before the first step.
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -275,15 +267,7 @@ pub async fn soak() -> anyhow::Result<()> {
         writers,
         pids,
     } = load(50).await?;
-    let mut idle_sockets = Vec::with_capacity(idle);
-    for index in 0..idle {
-        let role = if index % 2 == 0 {
-            shared::auth::Role::Seeker
-        } else {
-            shared::auth::Role::Provider
-        };
-        idle_sockets.push(stack.connect(&format!("idle{index}"), role).await);
-    }
+    let idle_sockets = connect_idle(&stack, "idle", idle).await;
     println!(
         "soak: {minutes} min at {rate} msg/s over 50 pairs, {idle} idle sockets besides; one line a minute"
     );
@@ -475,4 +459,19 @@ pub async fn ramp(
         }
     }
     best
+}
+
+/// `count` sockets of distinct users (`<prefix><n>`, seekers and providers in turn) that stay
+/// connected and say nothing.
+async fn connect_idle(stack: &TestStack, prefix: &str, count: usize) -> Vec<system_tests::Client> {
+    let mut sockets = Vec::with_capacity(count);
+    for index in 0..count {
+        let role = if index % 2 == 0 {
+            shared::auth::Role::Seeker
+        } else {
+            shared::auth::Role::Provider
+        };
+        sockets.push(stack.connect(&format!("{prefix}{index}"), role).await);
+    }
+    sockets
 }
