@@ -47,18 +47,7 @@ fn rates(name: &str, default: &str) -> Vec<u64> {
 
 /// CPU seconds of every Postgres server process (the benchmark is alone on the machine).
 fn postgres_cpu_seconds() -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.trim() == "postgres")
-        })
-        .map(cpu_seconds)
-        .sum()
+    crate::postgres_pids().into_iter().map(cpu_seconds).sum()
 }
 
 /// The fields of a server frame the load client reads.
@@ -163,6 +152,7 @@ pub async fn load_on(stack: TestStack, sessions: usize) -> anyhow::Result<Load> 
     let pids = Pids {
         gateway: stack.gateway_pid().unwrap_or(0),
         chat: stack.worker_pids("chat").first().copied().unwrap_or(0),
+        notify: stack.worker_pids("notify").first().copied().unwrap_or(0),
         nats: stack.nats_pid(),
         bench: std::process::id(),
         database: stack.pool.clone(),
@@ -281,6 +271,8 @@ pub async fn soak() -> anyhow::Result<()> {
 pub struct Pids {
     gateway: u32,
     chat: u32,
+    /// The notify worker (0: not running; its column reads 0).
+    notify: u32,
     nats: u32,
     bench: u32,
     /// The run's database, for its statistics.
@@ -304,10 +296,11 @@ async fn database_counters(database: &sqlx::PgPool) -> (i64, i64, i64) {
 }
 
 impl Pids {
-    fn cpu(&self) -> [f64; 5] {
+    fn cpu(&self) -> [f64; 6] {
         [
             cpu_seconds(self.gateway),
             cpu_seconds(self.chat),
+            cpu_seconds(self.notify),
             cpu_seconds(self.nats),
             postgres_cpu_seconds(),
             cpu_seconds(self.bench),
@@ -327,7 +320,7 @@ pub async fn ramp(
     ramping: bool,
 ) -> Option<u64> {
     println!(
-        "{:>8} {:>9} {:>7} {:>8} {:>8} {:>9} | {:>8} {:>8} {:>8} {:>8} {:>8} | {:>7} {:>6} | {:>7} | {:>7} {:>8}",
+        "{:>8} {:>9} {:>7} {:>8} {:>8} {:>9} | {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} | {:>7} {:>6} | {:>7} | {:>7} {:>8}",
         "rate/s",
         "sent/s",
         "lost",
@@ -336,6 +329,7 @@ pub async fn ramp(
         "p99.9 ms",
         "gw us",
         "chat us",
+        "notify us",
         "nats us",
         "pg us",
         "load us",
@@ -433,7 +427,7 @@ pub async fn ramp(
             .collect();
         let lost = sent.saturating_sub(delivered);
         println!(
-            "{:>8} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>9.2} | {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} | {:>7.0} {:>6.1} | {:>7.1} | {:>7.1} {:>8.1}",
+            "{:>8} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>9.2} | {:>8.0} {:>8.0} {:>9.0} {:>8.0} {:>8.0} {:>8.0} | {:>7.0} {:>6.1} | {:>7.1} | {:>7.1} {:>8.1}",
             rate,
             sent as f64 / seconds as f64,
             lost,
@@ -445,6 +439,7 @@ pub async fn ramp(
             per_message[2],
             per_message[3],
             per_message[4],
+            per_message[5],
             wal_per_message,
             hot_share,
             steal,

@@ -4,7 +4,7 @@
 //!
 //!   bench chat      end-to-end chat latency at steady rates, and the highest rate with p99 < 50 ms
 //!   bench distance  distance worker CPU per 1,000 location updates and update delay p50/p99
-//!   bench sockets   gateway memory per idle socket
+//!   bench sockets   memory per idle socket in every process it touches (PSS)
 //!   bench crowd     100,000 idle sockets across gateway processes for a minute, and chat beside them
 //!   bench soak      ten minutes of chat at 1,000 msg/s beside 2,000 idle sockets: memory stays flat
 //!   bench inbox     the inbox of a seeker with 2,000 ended sessions: latency and query plan
@@ -69,6 +69,21 @@ pub fn steal_percent(before: (u64, u64), after: (u64, u64)) -> f64 {
     after.0.saturating_sub(before.0) as f64 * 100.0 / total
 }
 
+/// Every Postgres process of the machine (the server's, not only this run's database's: they
+/// share its buffers).
+pub fn postgres_pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == "postgres")
+        })
+        .collect()
+}
+
 /// Resident memory of a process in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -77,6 +92,21 @@ pub fn rss_kib(pid: u32) -> u64 {
             status
                 .lines()
                 .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|value| value.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Proportional set size of a process in KiB (its private pages, plus each shared page divided
+/// by the number of processes mapping it), from `smaps_rollup`.
+pub fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|rollup| {
+            rollup
+                .lines()
+                .find(|line| line.starts_with("Pss:"))
                 .and_then(|line| line.split_whitespace().nth(1))
                 .and_then(|value| value.parse().ok())
         })

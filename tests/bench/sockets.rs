@@ -1,9 +1,12 @@
-//! Gateway memory per idle socket: opens BENCH_SOCKETS (5000) authenticated sockets of distinct
-//! users and compares the gateway's resident memory before and after; then the same number of
-//! Socket.IO sockets (contract section 11), opened as socket.io-client does over its WebSocket
-//! transport, each connected to the default namespace with its token.
+//! Memory per idle socket: opens BENCH_SOCKETS (5000) authenticated sockets of distinct users
+//! against the whole stack (every worker kind) and compares, before and after, the proportional
+//! set size (PSS: shared pages split between the processes sharing them) of every process an idle
+//! socket touches: the gateway, each worker, nats-server (the connect notices, the presence bucket)
+//! and Postgres (all its processes: what the connect handlers read and write). Then the same
+//! number of Socket.IO sockets (contract section 11), opened as socket.io-client does over its
+//! WebSocket transport, each connected to the default namespace with its token (gateway only).
 
-use crate::rss_kib;
+use crate::{pss_kib, rss_kib};
 use futures::{SinkExt, StreamExt};
 use shared::auth::Role;
 use std::time::Duration;
@@ -50,19 +53,51 @@ async fn answer_pings(mut stream: SocketIoStream) {
     }
 }
 
+/// The processes an idle socket touches, by name: the gateway, each worker kind, nats-server and
+/// every Postgres process of the machine (the cluster's shared buffers are shared between them).
+fn processes(stack: &TestStack) -> Vec<(String, Vec<u32>)> {
+    let mut processes = vec![
+        (
+            "gateway".to_string(),
+            stack.gateway_pid().into_iter().collect(),
+        ),
+        ("nats-server".to_string(), vec![stack.nats_pid()]),
+    ];
+    for kind in system_tests::stack::WORKER_KINDS {
+        processes.push((kind.to_string(), stack.worker_pids(kind)));
+    }
+    processes.push(("postgres".to_string(), crate::postgres_pids()));
+    processes
+}
+
+/// PSS of a set of processes; Postgres' are looked up again (backends come and go).
+fn pss_sum(name: &str, pids: &[u32]) -> u64 {
+    let current = if name == "postgres" {
+        crate::postgres_pids()
+    } else {
+        pids.to_vec()
+    };
+    current.iter().map(|pid| pss_kib(*pid)).sum()
+}
+
 pub async fn run() -> anyhow::Result<()> {
     let count: usize = std::env::var("BENCH_SOCKETS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
-    let stack = TestStack::with(StackOptions::default().only(&["lifecycle"])).await;
+    let stack = TestStack::with(StackOptions::default()).await;
     let gateway = stack.gateway_pid().unwrap_or(0);
     // Warm up allocator and runtime with a few sockets first.
     let mut sockets = Vec::new();
     for index in 0..50 {
         sockets.push(stack.connect(&format!("warm{index}"), Role::Seeker).await);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let processes = processes(&stack);
+    let pss_before: Vec<u64> = processes
+        .iter()
+        .map(|(name, pids)| pss_sum(name, pids))
+        .collect();
     let before = rss_kib(gateway);
     for index in 0..count {
         let token = stack.token(&format!("idle{index}"), Role::Seeker);
@@ -71,7 +106,8 @@ pub async fn run() -> anyhow::Result<()> {
             Err(refused) => anyhow::bail!("socket {index} refused: {refused:?}"),
         }
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The connect notices are handled by then; what is left is what an idle socket keeps.
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let after = rss_kib(gateway);
     let per_socket = (after.saturating_sub(before)) as f64 / count as f64;
     println!(
@@ -80,6 +116,23 @@ pub async fn run() -> anyhow::Result<()> {
     );
     println!(
         "idle socket cost: {per_socket:.1} KiB per socket (user-space; the kernel adds its socket buffers)"
+    );
+    println!(
+        "PSS per idle socket, every process it touches ({count} sockets, 10 s after the last):"
+    );
+    let mut total = 0.0;
+    for ((name, pids), before) in processes.iter().zip(&pss_before) {
+        let after = pss_sum(name, pids);
+        let per = after as f64 - *before as f64;
+        total += per;
+        println!(
+            "  {name:<12} {before:>9} -> {after:>9} KiB  {:>6.2} KiB per socket",
+            per / count as f64
+        );
+    }
+    println!(
+        "  in all       {:.2} KiB per idle socket",
+        total / count as f64
     );
 
     let before = rss_kib(gateway);

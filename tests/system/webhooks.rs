@@ -531,6 +531,33 @@ async fn two_notify_instances_deliver_each_event_once() {
     stack.kill_workers("notify");
 }
 
+#[tokio::test]
+async fn a_sweep_writing_its_marks_never_holds_up_the_chat() {
+    // The unread sweep's `webhook_unread_marks` rows refer to their session: while its transaction
+    // is open, Postgres holds a `FOR KEY SHARE` lock on each session it marked. Here a
+    // transaction holds that lock on a live session, as a slow sweep would.
+    let receiver = Receiver::start().await;
+    let stack = stack_for(&receiver).await;
+    let (mut seeker, mut provider, session_id, _) = stack.session("seek1", "prov1").await;
+    let session: uuid::Uuid = session_id.parse().expect("a session id");
+    let mut sweep = stack.pool.begin().await.expect("a transaction");
+    sqlx::query(
+        "INSERT INTO webhook_unread_marks (session_id, role, announced_seq, held)
+         VALUES ($1, 'provider', 0, false)",
+    )
+    .bind(session)
+    .execute(&mut *sweep)
+    .await
+    .expect("a mark");
+    seeker
+        .send(json!({"type": "chat_message", "session_id": session_id, "message": "Are you near?"}))
+        .await;
+    let delivered = provider.find("chat_message", Duration::from_secs(3)).await;
+    sweep.rollback().await.expect("rolled back");
+    let delivered = delivered.expect("the message arrives while the sweep's transaction is open");
+    assert_eq!(delivered["message"], "Are you near?");
+}
+
 /// Posts `body` to the gateway's development receiver with these Standard Webhooks headers;
 /// answers the status.
 async fn post_to_dev_receiver(

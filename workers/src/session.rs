@@ -195,24 +195,29 @@ pub async fn load(
 }
 
 /// Loads and locks a session for the rest of the transaction: frames that change a session are
-/// applied one at a time.
+/// applied one at a time. The lock is `FOR NO KEY UPDATE` (what an `UPDATE` of non-key columns
+/// takes anyway): it excludes every other writer of the session, but not the `FOR KEY SHARE` lock
+/// that a row referring to the session takes while it is inserted (a chat message, a dispute, the
+/// notify worker's `webhook_unread_marks`), so such an insert in another transaction never holds
+/// up the chat path, nor deadlocks with it.
 pub async fn load_for_update(
     tx: &mut PgConnection,
     session_id: Uuid,
 ) -> Result<Option<SessionRow>, sqlx::Error> {
-    sqlx::query_as::<_, SessionRow>(session_select!("WHERE session_id = $1 FOR UPDATE"))
+    sqlx::query_as::<_, SessionRow>(session_select!("WHERE session_id = $1 FOR NO KEY UPDATE"))
         .bind(session_id)
         .fetch_optional(tx)
         .await
 }
 
-/// Loads and locks several sessions (in id order, so concurrent batches never deadlock).
+/// Loads and locks several sessions (in id order, so concurrent batches never deadlock), as
+/// [`load_for_update`] does.
 pub async fn load_many_for_update(
     tx: &mut PgConnection,
     session_ids: &[Uuid],
 ) -> Result<Vec<SessionRow>, sqlx::Error> {
     sqlx::query_as::<_, SessionRow>(session_select!(
-        "WHERE session_id = ANY($1) ORDER BY session_id FOR UPDATE"
+        "WHERE session_id = ANY($1) ORDER BY session_id FOR NO KEY UPDATE"
     ))
     .bind(session_ids)
     .fetch_all(tx)

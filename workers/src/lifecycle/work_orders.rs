@@ -64,8 +64,9 @@ pub async fn create(
         Some(_) => return Ok(ApiResponse::error(409, "provider is not active")),
     }
     // Serialises concurrent orders of one seeker with the session check and the caps below: the
-    // next creation of this seeker counts only after this one committed or rolled back.
-    sqlx::query("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE")
+    // next creation of this seeker counts only after this one committed or rolled back (`NO KEY`:
+    // rows referring to the user, inserted elsewhere meanwhile, are not held up).
+    sqlx::query("SELECT 1 FROM users WHERE user_id = $1 FOR NO KEY UPDATE")
         .bind(&caller.user_id)
         .execute(&mut *tx)
         .await?;
