@@ -5,6 +5,7 @@
 mod auth;
 mod dev;
 mod docs;
+mod outbox;
 mod presence;
 mod registry;
 mod rest;

@@ -12,6 +12,7 @@
 //! `REPLAY_PATIENCE` for room, in a task of their own, while the user's later events queue behind
 //! them in order (a bounded backlog), and only a socket that drains nothing in that time is evicted.
 
+use crate::outbox;
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
 use shared::auth::Identity;
@@ -20,7 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 /// What a socket's writer is asked to send.
 #[derive(Debug)]
@@ -40,7 +41,7 @@ pub struct ConnectionHandle {
     pub conn_id: Arc<str>,
     /// Who holds the socket (to announce it again after a NATS reconnect).
     pub identity: Arc<Identity>,
-    pub outbound: mpsc::Sender<Outgoing>,
+    pub outbound: outbox::Sender<Outgoing>,
     pub evict: Arc<Notify>,
 }
 
@@ -53,7 +54,7 @@ const BACKLOG_LIMIT: usize = 1024;
 impl ConnectionHandle {
     /// Queues without waiting; a full queue evicts the socket.
     fn offer(&self, outgoing: Outgoing) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send(outgoing) {
+        if let Err(outbox::TrySendError::Full(_)) = self.outbound.try_send(outgoing) {
             self.evict_slow();
         }
     }
@@ -154,9 +155,9 @@ impl Routes {
                     .send_timeout(Outgoing::Frame(next.frame.clone()), self.patience)
                     .await;
                 match sent {
-                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => connection.evict_slow(),
+                    Err(outbox::SendTimeoutError::Timeout(_)) => connection.evict_slow(),
                     Ok(()) if next.close => connection.offer(Outgoing::Close),
-                    Ok(()) | Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
+                    Ok(()) | Err(outbox::SendTimeoutError::Closed(_)) => {}
                 }
             }
             let mut users = lock(&self.users);
@@ -186,7 +187,7 @@ fn deliver_now(connections: &[ConnectionHandle], routed: Routed) -> Option<Route
             .iter()
             .find(|connection| *connection.conn_id == *target)?;
         return match connection.outbound.try_send(Outgoing::Frame(frame)) {
-            Err(mpsc::error::TrySendError::Full(Outgoing::Frame(frame))) => Some(Routed {
+            Err(outbox::TrySendError::Full(Outgoing::Frame(frame))) => Some(Routed {
                 target: Some(target),
                 close,
                 frame,
@@ -430,8 +431,8 @@ async fn route_events(nats: async_nats::Client, routes: Arc<Routes>, ready: watc
 mod tests {
     use super::*;
 
-    fn socket(conn_id: &str, queue: usize) -> (ConnectionHandle, mpsc::Receiver<Outgoing>) {
-        let (outbound, receiver) = mpsc::channel(queue);
+    fn socket(conn_id: &str, queue: usize) -> (ConnectionHandle, outbox::Receiver<Outgoing>) {
+        let (outbound, receiver) = outbox::channel(queue);
         let identity = Identity {
             user_id: String::from("u1"),
             role: shared::auth::Role::Seeker,
@@ -477,7 +478,9 @@ mod tests {
     }
 
     /// Reads a socket's queue slowly, as a phone does; the frames it got, in order.
-    fn slow_reader(mut receiver: mpsc::Receiver<Outgoing>) -> tokio::task::JoinHandle<Vec<String>> {
+    fn slow_reader(
+        mut receiver: outbox::Receiver<Outgoing>,
+    ) -> tokio::task::JoinHandle<Vec<String>> {
         tokio::spawn(async move {
             let mut received = Vec::new();
             while let Some(Outgoing::Frame(frame)) = receiver.recv().await {

@@ -6,6 +6,7 @@
 
 use crate::SharedState;
 use crate::auth::authenticate_acting;
+use crate::outbox;
 use crate::registry::{ConnectionHandle, Outgoing};
 use async_nats::HeaderMap;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
@@ -25,7 +26,7 @@ use shared::headers;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// Frames above this get an error and close 1009 (contract section 4).
 const FRAME_LIMIT: usize = 64 * 1024;
@@ -163,7 +164,7 @@ pub(crate) struct Connection {
     identity: Identity,
     conn_id: Arc<str>,
     /// The writer task's queue: replies (pong, errors) go the same way as events.
-    outbound: mpsc::Sender<Outgoing>,
+    outbound: outbox::Sender<Outgoing>,
     /// Frames published so far (frame ids are `<conn_id>-<n>`).
     frames: u64,
     /// The identity headers of every frame of this socket, built once.
@@ -185,8 +186,8 @@ pub(crate) struct Connection {
 pub(crate) struct Opened {
     pub conn_id: Arc<str>,
     pub registration: crate::registry::Registration,
-    pub outbound: mpsc::Sender<Outgoing>,
-    pub queued: mpsc::Receiver<Outgoing>,
+    pub outbound: outbox::Sender<Outgoing>,
+    pub queued: outbox::Receiver<Outgoing>,
     pub evict: Arc<Notify>,
 }
 
@@ -194,7 +195,7 @@ pub(crate) struct Opened {
 /// workers it opened. Every client protocol's sockets start here.
 pub(crate) async fn open(state: &SharedState, identity: &Identity) -> Opened {
     let conn_id = state.registry.next_conn_id();
-    let (outbound, queued) = mpsc::channel(state.config.ws_outbound_queue);
+    let (outbound, queued) = outbox::channel(state.config.ws_outbound_queue);
     let evict = Arc::new(Notify::new());
     let handle = ConnectionHandle {
         conn_id: conn_id.clone(),
@@ -217,11 +218,24 @@ pub(crate) async fn open(state: &SharedState, identity: &Identity) -> Opened {
 
 /// One socket: this task reads and publishes; a writer task (`write_loop`) owns the sending half,
 /// so a client whose frames wait on JetStream acks still receives its events, and a stalled
-/// writer never blocks reading.
-async fn run(
+/// writer never blocks reading. The socket is split before the task's future is made, so the
+/// future (what every idle socket keeps) holds the halves, not the socket.
+fn run(
     state: SharedState,
     identity: Identity,
     socket: WebSocket,
+    dialect: Option<Arc<dyn Dialect>>,
+    slot: crate::registry::SocketSlot,
+) -> impl std::future::Future<Output = ()> + Send {
+    let (sink, stream) = socket.split();
+    read_loop(state, identity, sink, stream, dialect, slot)
+}
+
+async fn read_loop(
+    state: SharedState,
+    identity: Identity,
+    sink: SplitSink<WebSocket, Message>,
+    mut stream: futures::stream::SplitStream<WebSocket>,
     dialect: Option<Arc<dyn Dialect>>,
     // Held until the socket closes: its place under the per-user cap.
     _slot: crate::registry::SocketSlot,
@@ -233,7 +247,6 @@ async fn run(
         queued,
         evict,
     } = Box::pin(open(&state, &identity)).await;
-    let (sink, mut stream) = socket.split();
     let send_timeout = Duration::from_secs(state.config.ws_send_timeout_secs.max(1));
     let mut writer = tokio::spawn(write_loop(
         sink,
@@ -246,8 +259,8 @@ async fn run(
     ));
     let ping_after = Duration::from_secs(state.config.ws_ping_secs.max(1));
     let idle_limit = Duration::from_secs(state.config.ws_idle_timeout_secs.max(1));
-    let mut ticker = tokio::time::interval(ping_after.min(idle_limit) / 2);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let check_every = ping_after.min(idle_limit) / 2;
+    let mut next_check = Instant::now() + check_every;
     let mut last_heard = Instant::now();
     let mut writer_done = false;
     let mut connection = Connection::new(&state, identity, conn_id, outbound, dialect);
@@ -255,22 +268,32 @@ async fn run(
     let mut shutdown = state.shutdown.subscribe();
     let mut restarting = *shutdown.borrow_and_update();
     if restarting {
-        connection
-            .close(close_code::RESTART, "service restart")
-            .await;
+        Box::pin(connection.close(close_code::RESTART, "service restart")).await;
     }
+    // One timer for everything this socket waits for besides its frames (a held frame, the
+    // token's expiry, the idle check), moved to the earliest: this future is what an idle socket
+    // costs, so it holds one timer, and the rare paths below are boxed.
+    let timer = tokio::time::sleep_until(next_check.into());
+    tokio::pin!(timer);
 
     loop {
         let held_due = connection.held_due();
-        let expires = connection.token_expiry();
+        let expires = (!restarting).then(|| connection.token_expiry());
+        let wake = [held_due, expires, Some(next_check)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_check);
+        if timer.deadline() != wake.into() {
+            timer.as_mut().reset(wake.into());
+        }
         tokio::select! {
             incoming = stream.next() => {
                 let message = match incoming {
                     Some(Ok(message)) => message,
                     Some(Err(error)) => {
                         if is_too_large(&error) {
-                            connection.reply(&Event::error(errors::FRAME_TOO_LARGE, None, None)).await;
-                            connection.close(close_code::SIZE, "frame too large").await;
+                            Box::pin(connection.refuse_too_large()).await;
                         }
                         break;
                     }
@@ -279,14 +302,7 @@ async fn run(
                 last_heard = Instant::now();
                 match message {
                     Message::Text(text) => Box::pin(connection.on_client_text(text)).await,
-                    Message::Binary(bytes) => {
-                        state.stats.frame_in();
-                        let answer = match connection.admit_bytes(bytes.len(), 1).await {
-                            Some(refusal) => refusal,
-                            None => Event::error(errors::INVALID_JSON, None, None),
-                        };
-                        connection.reply(&answer).await;
-                    }
+                    Message::Binary(bytes) => Box::pin(connection.on_binary(bytes.len())).await,
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
@@ -295,36 +311,35 @@ async fn run(
                 writer_done = true;
                 // The writer closed the socket (session ended, eviction, idle) or lost it: give the
                 // client a moment to answer the close frame, so it reads our reason.
-                let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                    while let Some(Ok(message)) = stream.next().await {
-                        if let Message::Close(_) = message {
-                            break;
-                        }
-                    }
-                })
-                .await;
+                Box::pin(await_close_reply(&mut stream)).await;
                 break;
             }
             // The gateway is stopping: a frame being handled was published before this branch
             // could run (handling is awaited inside the read branch), so close now.
             _ = shutdown.changed(), if !restarting => {
                 restarting = true;
-                connection.close(close_code::RESTART, "service restart").await;
+                Box::pin(connection.close(close_code::RESTART, "service restart")).await;
             }
-            // A coalesced typing or location frame whose interval has passed.
-            _ = sleep_until(held_due), if held_due.is_some() => Box::pin(connection.publish_held()).await,
-            // The token ran out and no `auth_refresh` came: the socket's user is no longer vouched for.
-            _ = tokio::time::sleep_until(expires.into()), if !restarting => {
-                connection.reply(&Event::error(errors::TOKEN_EXPIRED, None, None)).await;
-                connection.close(close_code::POLICY, "token expired").await;
-                restarting = true;
-            }
-            _ = ticker.tick() => {
-                let silent = last_heard.elapsed();
-                if silent >= idle_limit {
-                    connection.close(close_code::AWAY, "idle timeout").await;
-                } else if silent >= ping_after {
-                    let _ = connection.outbound.try_send(Outgoing::Ping);
+            () = &mut timer => {
+                let now = Instant::now();
+                // A coalesced typing or location frame whose interval has passed.
+                if held_due.is_some_and(|due| due <= now) {
+                    Box::pin(connection.publish_held()).await;
+                }
+                // The token ran out and no `auth_refresh` came: the socket's user is no longer
+                // vouched for.
+                if expires.is_some_and(|expires| expires <= now) {
+                    restarting = true;
+                    Box::pin(connection.refuse_expired_token()).await;
+                }
+                if next_check <= now {
+                    next_check = now + check_every;
+                    let silent = last_heard.elapsed();
+                    if silent >= idle_limit {
+                        Box::pin(connection.close(close_code::AWAY, "idle timeout")).await;
+                    } else if silent >= ping_after {
+                        let _ = connection.outbound.try_send(Outgoing::Ping);
+                    }
                 }
             }
         }
@@ -343,12 +358,24 @@ async fn run(
     }
 }
 
+/// After the writer closed the socket: reads until the client's close frame, for 2 s at most.
+async fn await_close_reply(stream: &mut futures::stream::SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(message)) = stream.next().await {
+            if let Message::Close(_) = message {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Sends what is queued for the socket, until it is told to close, the client is evicted, or the
 /// socket fails. A write that stalls for `send_timeout` (the client stopped reading and the kernel
 /// buffers are full) drops the socket.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut queued: mpsc::Receiver<Outgoing>,
+    mut queued: outbox::Receiver<Outgoing>,
     evict: Arc<Notify>,
     state: SharedState,
     send_timeout: Duration,
@@ -447,7 +474,7 @@ impl Connection {
         state: &SharedState,
         identity: Identity,
         conn_id: Arc<str>,
-        outbound: mpsc::Sender<Outgoing>,
+        outbound: outbox::Sender<Outgoing>,
         dialect: Option<Arc<dyn Dialect>>,
     ) -> Connection {
         let config = &state.config;
@@ -527,6 +554,31 @@ impl Connection {
             .outbound
             .send(Outgoing::Frame(Utf8Bytes::from(event.to_json())))
             .await;
+    }
+
+    /// A frame over the transport's limit: the error, then a close with 1009.
+    async fn refuse_too_large(&self) {
+        self.reply(&Event::error(errors::FRAME_TOO_LARGE, None, None))
+            .await;
+        self.close(close_code::SIZE, "frame too large").await;
+    }
+
+    /// The token expired: the error, then a close with 1008.
+    async fn refuse_expired_token(&self) {
+        self.reply(&Event::error(errors::TOKEN_EXPIRED, None, None))
+            .await;
+        self.close(close_code::POLICY, "token expired").await;
+    }
+
+    /// A binary frame: counted against the socket's limits and refused (the protocol is JSON
+    /// text).
+    async fn on_binary(&mut self, length: usize) {
+        self.state.stats.frame_in();
+        let answer = match self.admit_bytes(length, 1).await {
+            Some(refusal) => refusal,
+            None => Event::error(errors::INVALID_JSON, None, None),
+        };
+        self.reply(&answer).await;
     }
 
     /// Asks the writer to close the socket; the read loop ends when it has.
