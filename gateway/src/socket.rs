@@ -1,8 +1,9 @@
 //! One task per WebSocket: reads client frames and publishes what passes `inbound::judge`, writes
 //! the events the registry queues for it, answers `ping`, pings idle sockets and closes silent ones.
 //!
-//! Buffers are kept small (1 KiB read chunks, writes flushed at once) so an idle socket costs a few
-//! KiB: the gateway is meant to hold very many of them.
+//! Buffers are kept small (1 KiB read chunks, writes flushed at once, a queue that grows only with
+//! what is queued, one timer; see `run`) so an idle socket costs about 6 KiB: the gateway is meant
+//! to hold very many of them.
 
 use crate::SharedState;
 use crate::auth::authenticate_acting;
