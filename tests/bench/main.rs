@@ -86,27 +86,22 @@ pub fn postgres_pids() -> Vec<u32> {
 
 /// Resident memory of a process in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("VmRSS:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|value| value.parse().ok())
-        })
-        .unwrap_or(0)
+    kib_field(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
 /// Proportional set size of a process in KiB (its private pages, plus each shared page divided
 /// by the number of processes mapping it), from `smaps_rollup`.
 pub fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+    kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
+/// The number after `label` in a /proc file of `label value kB` lines (0 if missing).
+fn kib_field(path: &str, label: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
-        .and_then(|rollup| {
-            rollup
-                .lines()
-                .find(|line| line.starts_with("Pss:"))
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with(label))
                 .and_then(|line| line.split_whitespace().nth(1))
                 .and_then(|value| value.parse().ok())
         })
