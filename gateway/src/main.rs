@@ -5,7 +5,6 @@
 mod auth;
 mod dev;
 mod docs;
-mod outbox;
 mod presence;
 mod registry;
 mod rest;
@@ -13,6 +12,7 @@ mod rest_limit;
 mod routes;
 mod server;
 mod socket;
+mod socket_queue;
 mod socketio;
 mod stats;
 

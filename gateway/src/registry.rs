@@ -12,7 +12,7 @@
 //! `REPLAY_PATIENCE` for room, in a task of their own, while the user's later events queue behind
 //! them in order (a bounded backlog), and only a socket that drains nothing in that time is evicted.
 
-use crate::outbox;
+use crate::socket_queue;
 use axum::extract::ws::Utf8Bytes;
 use futures::StreamExt;
 use shared::auth::Identity;
@@ -41,7 +41,7 @@ pub struct ConnectionHandle {
     pub conn_id: Arc<str>,
     /// Who holds the socket (to announce it again after a NATS reconnect).
     pub identity: Arc<Identity>,
-    pub outbound: outbox::Sender<Outgoing>,
+    pub outbound: socket_queue::Sender<Outgoing>,
     pub evict: Arc<Notify>,
 }
 
@@ -54,7 +54,7 @@ const BACKLOG_LIMIT: usize = 1024;
 impl ConnectionHandle {
     /// Queues without waiting; a full queue evicts the socket.
     fn offer(&self, outgoing: Outgoing) {
-        if let Err(outbox::TrySendError::Full(_)) = self.outbound.try_send(outgoing) {
+        if let Err(socket_queue::TrySendError::Full(_)) = self.outbound.try_send(outgoing) {
             self.evict_slow();
         }
     }
@@ -155,9 +155,9 @@ impl Routes {
                     .send_timeout(Outgoing::Frame(next.frame.clone()), self.patience)
                     .await;
                 match sent {
-                    Err(outbox::SendTimeoutError::Timeout(_)) => connection.evict_slow(),
+                    Err(socket_queue::SendTimeoutError::Timeout(_)) => connection.evict_slow(),
                     Ok(()) if next.close => connection.offer(Outgoing::Close),
-                    Ok(()) | Err(outbox::SendTimeoutError::Closed(_)) => {}
+                    Ok(()) | Err(socket_queue::SendTimeoutError::Closed(_)) => {}
                 }
             }
             let mut users = lock(&self.users);
@@ -187,7 +187,7 @@ fn deliver_now(connections: &[ConnectionHandle], routed: Routed) -> Option<Route
             .iter()
             .find(|connection| *connection.conn_id == *target)?;
         return match connection.outbound.try_send(Outgoing::Frame(frame)) {
-            Err(outbox::TrySendError::Full(Outgoing::Frame(frame))) => Some(Routed {
+            Err(socket_queue::TrySendError::Full(Outgoing::Frame(frame))) => Some(Routed {
                 target: Some(target),
                 close,
                 frame,
@@ -431,8 +431,8 @@ async fn route_events(nats: async_nats::Client, routes: Arc<Routes>, ready: watc
 mod tests {
     use super::*;
 
-    fn socket(conn_id: &str, queue: usize) -> (ConnectionHandle, outbox::Receiver<Outgoing>) {
-        let (outbound, receiver) = outbox::channel(queue);
+    fn socket(conn_id: &str, queue: usize) -> (ConnectionHandle, socket_queue::Receiver<Outgoing>) {
+        let (outbound, receiver) = socket_queue::channel(queue);
         let identity = Identity {
             user_id: String::from("u1"),
             role: shared::auth::Role::Seeker,
@@ -479,7 +479,7 @@ mod tests {
 
     /// Reads a socket's queue slowly, as a phone does; the frames it got, in order.
     fn slow_reader(
-        mut receiver: outbox::Receiver<Outgoing>,
+        mut receiver: socket_queue::Receiver<Outgoing>,
     ) -> tokio::task::JoinHandle<Vec<String>> {
         tokio::spawn(async move {
             let mut received = Vec::new();

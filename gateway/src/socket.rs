@@ -7,8 +7,8 @@
 
 use crate::SharedState;
 use crate::auth::authenticate_acting;
-use crate::outbox;
 use crate::registry::{ConnectionHandle, Outgoing};
+use crate::socket_queue;
 use async_nats::HeaderMap;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Query, State};
@@ -165,7 +165,7 @@ pub(crate) struct Connection {
     identity: Identity,
     conn_id: Arc<str>,
     /// The writer task's queue: replies (pong, errors) go the same way as events.
-    outbound: outbox::Sender<Outgoing>,
+    outbound: socket_queue::Sender<Outgoing>,
     /// Frames published so far (frame ids are `<conn_id>-<n>`).
     frames: u64,
     /// The identity headers of every frame of this socket, built once.
@@ -187,8 +187,8 @@ pub(crate) struct Connection {
 pub(crate) struct Opened {
     pub conn_id: Arc<str>,
     pub registration: crate::registry::Registration,
-    pub outbound: outbox::Sender<Outgoing>,
-    pub queued: outbox::Receiver<Outgoing>,
+    pub outbound: socket_queue::Sender<Outgoing>,
+    pub queued: socket_queue::Receiver<Outgoing>,
     pub evict: Arc<Notify>,
 }
 
@@ -196,7 +196,7 @@ pub(crate) struct Opened {
 /// workers it opened. Every client protocol's sockets start here.
 pub(crate) async fn open(state: &SharedState, identity: &Identity) -> Opened {
     let conn_id = state.registry.next_conn_id();
-    let (outbound, queued) = outbox::channel(state.config.ws_outbound_queue);
+    let (outbound, queued) = socket_queue::channel(state.config.ws_outbound_queue);
     let evict = Arc::new(Notify::new());
     let handle = ConnectionHandle {
         conn_id: conn_id.clone(),
@@ -376,7 +376,7 @@ async fn await_close_reply(stream: &mut futures::stream::SplitStream<WebSocket>)
 /// buffers are full) drops the socket.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut queued: outbox::Receiver<Outgoing>,
+    mut queued: socket_queue::Receiver<Outgoing>,
     evict: Arc<Notify>,
     state: SharedState,
     send_timeout: Duration,
@@ -475,7 +475,7 @@ impl Connection {
         state: &SharedState,
         identity: Identity,
         conn_id: Arc<str>,
-        outbound: outbox::Sender<Outgoing>,
+        outbound: socket_queue::Sender<Outgoing>,
         dialect: Option<Arc<dyn Dialect>>,
     ) -> Connection {
         let config = &state.config;

@@ -490,7 +490,7 @@ async fn ask_for_missed(
 /// receipt for each chat message shown.
 async fn emit_events(
     socket: SocketRef,
-    mut queued: crate::outbox::Receiver<Outgoing>,
+    mut queued: crate::socket_queue::Receiver<Outgoing>,
     evict: Arc<Notify>,
     rooms: Arc<Rooms>,
     on_behalf: mpsc::Sender<Work>,

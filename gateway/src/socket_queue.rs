@@ -1,4 +1,5 @@
-//! A socket's outbound queue: what the registry, the read loop and the writer task share. It
+//! A socket's outbound queue: what the registry, the read loop and the writer task share (not to be
+//! confused with the workers' event outbox or the webhook outbox: this one is in memory). It
 //! behaves as a bounded `tokio::sync::mpsc` channel (the same error types: full, closed, timed
 //! out; `recv` answers `None` once every sender is gone and the queue is empty), but costs an idle
 //! socket about 150 bytes instead of 1.8 KiB: tokio's channel allocates a 32-slot block and
