@@ -77,3 +77,21 @@ fn redact(url: &str) -> String {
         _ => url.to_owned(),
     }
 }
+
+/// Runs a `DELETE` whose last parameter is a `LIMIT` until a run deletes less than `batch`: each
+/// batch is its own short transaction, so a table is never locked for long. `statement` makes
+/// the query with its other parameters bound; the batch size is bound after them.
+pub async fn delete_in_batches<'q>(
+    pool: &PgPool,
+    batch: i64,
+    statement: impl Fn() -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let rows = statement().bind(batch).execute(pool).await?.rows_affected();
+        deleted += rows;
+        if rows < batch.max(1) as u64 {
+            return Ok(deleted);
+        }
+    }
+}

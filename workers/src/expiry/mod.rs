@@ -86,35 +86,19 @@ pub async fn run(
 
 /// One sweep; returns the number of chat messages deleted.
 pub async fn sweep(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let deleted = delete_in_batches(
-        pool,
+    let deleted = shared::db::delete_in_batches(pool, BATCH, || {
         // The outer condition is checked again on the row as it stands when it is deleted: a
         // dispute opened meanwhile clears `expires_at` (keeps the messages), and that wins.
-        "DELETE FROM chat_messages WHERE message_id IN (
-             SELECT message_id FROM chat_messages WHERE expires_at <= now() LIMIT $1)
-           AND expires_at <= now()",
-    )
+        sqlx::query(
+            "DELETE FROM chat_messages WHERE message_id IN (
+                 SELECT message_id FROM chat_messages WHERE expires_at <= now() LIMIT $1)
+               AND expires_at <= now()",
+        )
+    })
     .await?;
     if deleted > 0 {
         tracing::info!(deleted, "expired chat messages deleted");
     }
     metrics::counter!("expiry_messages_deleted_total").increment(deleted);
     Ok(deleted)
-}
-
-/// Runs a `DELETE ... LIMIT $1` statement until it deletes less than a batch: each batch is its
-/// own short transaction, so the table is never locked for long.
-async fn delete_in_batches(pool: &PgPool, statement: &'static str) -> Result<u64, sqlx::Error> {
-    let mut deleted = 0;
-    loop {
-        let batch = sqlx::query(statement)
-            .bind(BATCH)
-            .execute(pool)
-            .await?
-            .rows_affected();
-        deleted += batch;
-        if batch < BATCH as u64 {
-            return Ok(deleted);
-        }
-    }
 }
